@@ -1,0 +1,50 @@
+# catalog-tagger: `make demo` runs the main job on embedded defaults, `make test` runs the tests.
+# Both create the virtual environment when it is missing (fast no-op when it is up to date).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast lint format bench clean services-stop
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	# torch is pinned to the CPU wheel on CPU machines (pyproject pins torch==2.13.0)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create/update the virtual environment (.venv)
+
+demo: $(STAMP) ## Run the main job end to end on embedded defaults
+	$(BIN)/tagger demo
+
+test: $(STAMP) ## Run the whole test suite (unit, data, model, integration)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Unit tests only
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## ruff format + autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## Run the CPU benchmarks in bench/ (minutes)
+	$(BIN)/python bench/run_all.py
+
+services-stop: $(STAMP) ## Stop the embedded services started by tagger
+	$(BIN)/tagger services stop
+
+clean: ## Remove the work directory (.tagger), keeps the venv
+	-$(BIN)/tagger services stop
+	rm -rf .tagger

@@ -1,0 +1,60 @@
+"""``tagger``: the command-line entry point. Each area registers its commands from ``pipeline.commands``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from pipeline.commands import AREAS
+from pipeline.errors import TaggerError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="tagger",
+    help="catalog-tagger: validate catalogs, train taggers, register, serve from Triton, and orchestrate it all.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    setup_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Configure logging once, at the entry point (library modules only create loggers)."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+for _area in AREAS:
+    importlib.import_module(f"pipeline.commands.{_area}").register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except TaggerError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""CLI commands for the models area (placeholder until the area lands)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app."""
