@@ -1,0 +1,41 @@
+"""MLflow set-up from the settings: called by entry points and fixtures, never at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.services import mlflow_tracking_uri
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow (tracking and registry) at the project's store; return the experiment id."""
+    import mlflow
+
+    # MLflow 3 prints a banner/warnings about telemetry and git; keep runs quiet and offline.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    uri = mlflow_tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(settings.mlflow_experiment)
+    if exp is None:
+        exp_id = client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_location)
+        log.info("created MLflow experiment %s (artifacts in %s)", settings.mlflow_experiment, settings.artifact_location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def client(settings: Settings):
+    """An MlflowClient on the project's store (configures MLflow first)."""
+    import mlflow
+
+    configure(settings)
+    return mlflow.MlflowClient()
