@@ -74,7 +74,11 @@ class Bundle:
         out = []
         for i in range(0, len(texts), batch_size):
             enc = self.tokenizer(
-                texts[i : i + batch_size], truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+                texts[i : i + batch_size],
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
             )
             out.append(self.model(enc["input_ids"], enc["attention_mask"]).float().numpy())
         if not out:

@@ -229,7 +229,7 @@ def _records_parquet(path: Path, spec: DatasetSpec):
     _check_columns(list(df.columns), spec, str(path))
     for col in (spec.columns["title"],):
         dtype = df[col].dtype
-        if not (pd.api.types.is_string_dtype(dtype) or dtype == object):
+        if not (pd.api.types.is_string_dtype(dtype) or dtype is object or str(dtype) == "object"):
             raise CatalogError(
                 f"column {col!r} has type {dtype}, expected string; fix the writer or map another column",
                 path=str(path),

@@ -63,7 +63,12 @@ def start_embedded_postgres(settings: Settings) -> str:
 
 @lru_cache(maxsize=4)
 def _start_embedded(pgdata: str) -> str:
-    import pgserver  # heavy-ish; only when the embedded default is used
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal on servers); pgserver falls back to /tmp.
+        warnings.simplefilter("ignore")
+        import pgserver  # only when the embedded default is used
 
     path = Path(pgdata)
     path.mkdir(parents=True, exist_ok=True)
@@ -133,17 +138,44 @@ def get_engine(settings: Settings) -> sa.Engine:
 def status(settings: Settings) -> list[ServiceInfo]:
     infos = []
     if settings.database_url:
-        infos.append(ServiceInfo("postgres", "external", make_url(settings.database_url).render_as_string(), "configured"))
+        infos.append(
+            ServiceInfo("postgres", "external", make_url(settings.database_url).render_as_string(), "configured")
+        )
     else:
         pid = _pg_running(settings.embedded_pgdata)
         state = f"running (pid {pid})" if pid else "stopped"
         infos.append(ServiceInfo("postgres", "embedded", str(settings.embedded_pgdata), state))
     mlflow_loc = settings.mlflow_tracking_uri or f"database '{MLFLOW_DB}' on the tag-library server"
-    infos.append(ServiceInfo("mlflow-store", "external" if settings.mlflow_tracking_uri else "embedded", mlflow_loc, "configured"))
-    infos.append(ServiceInfo("mlflow-artifacts", "local" if "file:" in settings.artifact_location else "external", settings.artifact_location, "configured"))
-    from serving.server import server_state  # local import: serving is optional for the pipeline
+    infos.append(
+        ServiceInfo(
+            "mlflow-store",
+            "external" if settings.mlflow_tracking_uri else "embedded",
+            mlflow_loc,
+            "configured",
+        )
+    )
+    infos.append(
+        ServiceInfo(
+            "mlflow-artifacts",
+            "local" if "file:" in settings.artifact_location else "external",
+            settings.artifact_location,
+            "configured",
+        )
+    )
+    try:
+        from serving.server import server_state  # local import: serving is optional for the pipeline
 
-    infos.append(ServiceInfo("triton", "local process", f"grpc {settings.triton_grpc_url}, repo {settings.model_repository}", server_state(settings)))
+        triton_state = server_state(settings)
+    except ImportError as exc:
+        triton_state = f"unknown ({exc})"
+    infos.append(
+        ServiceInfo(
+            "triton",
+            "local process",
+            f"grpc {settings.triton_grpc_url}, repo {settings.model_repository}",
+            server_state(settings),
+        )
+    )
     return infos
 
 

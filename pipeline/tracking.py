@@ -26,7 +26,11 @@ def configure(settings: Settings) -> str:
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
     if exp is None:
         exp_id = client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_location)
-        log.info("created MLflow experiment %s (artifacts in %s)", settings.mlflow_experiment, settings.artifact_location)
+        log.info(
+            "created MLflow experiment %s (artifacts in %s)",
+            settings.mlflow_experiment,
+            settings.artifact_location,
+        )
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +13,10 @@ import sqlalchemy as sa
 from pipeline import migrate
 from pipeline.services import ensure_database_exists
 from pipeline.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).parent))  # `helpers` is importable from every test module
+
+pytest_plugins: list[str] = ["helpers.fixtures_train"]
 
 MACHINE_PG = os.environ.get("TAGGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

@@ -1,0 +1,53 @@
+"""``tagger services status|stop``: what is in use and where; stop what tagger started."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+services_app = typer.Typer(
+    help="Embedded and external services (Postgres, MLflow store, Triton).", no_args_is_help=True
+)
+
+
+@services_app.command("status")
+def status_cmd() -> None:
+    """Show each service, whether it is embedded or external, where it lives, and its state."""
+    from pipeline.cli import console
+    from pipeline.services import status
+    from pipeline.settings import get_settings
+
+    settings = get_settings()
+    table = Table(title=f"catalog-tagger services (home {settings.home_dir})")
+    for col in ("service", "kind", "location", "state"):
+        table.add_column(col)
+    for info in status(settings):
+        table.add_row(info.name, info.kind, info.location, info.state)
+    console.print(table)
+
+
+@services_app.command("stop")
+def stop_cmd() -> None:
+    """Stop the local Triton server and the embedded PostgreSQL that tagger started (external ones are left alone)."""
+    from pipeline.cli import console
+    from pipeline.services import stop_embedded
+    from pipeline.settings import get_settings
+
+    settings = get_settings()
+    try:
+        from serving.server import stop_local_server
+
+        if stop_local_server(settings):
+            console.print("stopped the local Triton server")
+    except ImportError:
+        pass
+    if settings.database_url:
+        console.print("PostgreSQL is external (TAGGER_DATABASE_URL): left running")
+    elif stop_embedded(settings):
+        console.print(f"stopped the embedded PostgreSQL in {settings.embedded_pgdata}")
+    else:
+        console.print("the embedded PostgreSQL was not running")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(services_app, name="services")
