@@ -1,0 +1,54 @@
+"""Shared helpers for the benchmark scripts: a scratch database and result printing."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def scratch_settings(prefix: str = "bench"):
+    """Settings on a new empty database: the machine's Postgres if it answers, else the embedded one."""
+    import sqlalchemy as sa
+
+    from pipeline.services import _as_sqlalchemy, _start_embedded, ensure_database_exists
+    from pipeline.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    base = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    try:
+        with sa.create_engine(base, connect_args={"connect_timeout": 2}).connect():
+            pass
+    except Exception:
+        base = _as_sqlalchemy(_start_embedded(str(home / "pgdata")))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    ensure_database_exists(url)
+    mlflow = sa.engine.make_url(base).set(database=name + "_mlflow").render_as_string(hide_password=False)
+    ensure_database_exists(mlflow)
+    return Settings(home=home, database_url=url, mlflow_tracking_uri=mlflow)
+
+
+def drop_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(url)
+    admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return path

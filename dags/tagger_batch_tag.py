@@ -1,0 +1,48 @@
+"""tagger_batch_tag: tag products new or changed since the watermark through Triton; store them in Postgres.
+
+Hourly. One transaction per batch (tags + watermark), so a run killed midway and rerun tags every product
+exactly once. Low-confidence predictions wait for a reviewer (``review_state = 'pending'``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="tagger_batch_tag",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["catalog-tagger"],
+    params={
+        "catalog": Param(None, type=["null", "string"], description="Only this catalog (default: all)"),
+        "batch_size": Param(256, type="integer", minimum=1),
+        "review_below": Param(0.5, type="number", description="Scores below this go to review"),
+        "max_products": Param(None, type=["null", "integer"], description="Cap per run (default: all)"),
+    },
+    doc_md=__doc__,
+)
+def tagger_batch_tag():
+    @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+    def tag_new_products(params=None) -> dict:
+        from pipeline.settings import get_settings
+        from pipeline.tag_batch import tag_batch
+
+        res = tag_batch(
+            get_settings(),
+            catalog=params["catalog"],
+            batch_size=params["batch_size"],
+            review_below=params["review_below"],
+            max_products=params["max_products"],
+        )
+        return res.to_dict()
+
+    tag_new_products()
+
+
+batch_tag_dag = tagger_batch_tag()

@@ -1,0 +1,117 @@
+"""tagger_retrain: validate the catalog -> train -> register -> gate -> (review) -> deploy -> smoke test.
+
+Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset). Wiring only: every task calls
+one step of ``pipeline.orchestration`` and passes references (snapshot id, run id, registry version).
+Validation failures and rejected models fail fast without retries; infrastructure steps retry with back-off.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, PokeReturnValue, dag, task
+
+CATALOG = Asset("tagger://catalog/snapshot")  # producers (shop feed jobs) emit this when a snapshot lands
+INFRA_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True}
+NO_RETRY = {"retries": 0}
+
+
+def _settings():
+    from pipeline.settings import get_settings
+
+    return get_settings()
+
+
+def _on_failure(context) -> None:
+    """Say which step failed and why, in one line the on-call engineer can act on."""
+    import logging
+
+    ti = context["ti"]
+    logging.getLogger("tagger_retrain").error(
+        "tagger_retrain step %r failed (try %s): %s", ti.task_id, ti.try_number, context.get("exception")
+    )
+
+
+@dag(
+    dag_id="tagger_retrain",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[CATALOG]),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["catalog-tagger"],
+    default_args={"on_failure_callback": _on_failure},
+    params={
+        "source": Param(
+            "myntra_fashion_styles/styles.csv.zip",
+            type="string",
+            description="Catalog path (relative to TAGGER_DATA_DIR) or db:products/<catalog>",
+        ),
+        "spec": Param("myntra", type="string", description="Dataset spec"),
+        "train": Param({}, type="object", description='TrainOptions overrides, e.g. {"max_rows": 4000}'),
+        "force": Param(False, type="boolean", description="Retrain even if this snapshot was trained on"),
+    },
+    doc_md=__doc__,
+)
+def tagger_retrain():
+    @task(**NO_RETRY)
+    def validate(params=None) -> dict:
+        from pathlib import Path
+
+        from pipeline.orchestration import step_validate
+
+        settings = _settings()
+        source = params["source"]
+        if not source.startswith("db:") and not Path(source).is_absolute():
+            source = str(settings.data_dir / source)
+        return step_validate(settings, source, params["spec"])
+
+    @task(**INFRA_RETRIES, queue="gpu", pool="training")
+    def train(snapshot: dict, params=None, run_id=None) -> dict:
+        from pipeline.orchestration import step_train, train_trigger
+
+        options = dict(params["train"])
+        trigger = train_trigger(snapshot["snapshot_id"], options, run_id if params["force"] else None)
+        return step_train(_settings(), snapshot["snapshot_id"], params["spec"], options, trigger)
+
+    @task(**INFRA_RETRIES)
+    def register(trained: dict) -> dict:
+        from pipeline.orchestration import step_register
+
+        return step_register(_settings(), trained["run_id"], trained["bundle_path"])
+
+    @task(**NO_RETRY)
+    def gate(registered: dict) -> dict:
+        from pipeline.orchestration import step_gate
+
+        return step_gate(_settings(), registered["version"])
+
+    @task.sensor(poke_interval=60, timeout=7 * 24 * 3600, mode="reschedule", **NO_RETRY)
+    def wait_for_review(verdict: dict) -> PokeReturnValue:
+        from pipeline.errors import GateRejected
+        from pipeline.orchestration import review_decision
+
+        settings = _settings()
+        if verdict["verdict"] == "approve" and settings.review_mode != "manual":
+            return PokeReturnValue(is_done=True, xcom_value=verdict["version"])
+        decision = review_decision(settings, verdict["version"])
+        if decision == "rejected":
+            raise GateRejected(f"version {verdict['version']} was rejected by a reviewer")
+        return PokeReturnValue(is_done=decision == "approved", xcom_value=verdict["version"])
+
+    @task(**INFRA_RETRIES)
+    def deploy(version: int) -> dict:
+        from pipeline.orchestration import step_deploy
+
+        return step_deploy(_settings(), version)
+
+    @task(**INFRA_RETRIES)
+    def smoke_test(deployed: dict) -> dict:
+        from pipeline.orchestration import step_smoke
+
+        return step_smoke(_settings(), deployed["version"])
+
+    smoke_test(deploy(wait_for_review(gate(register(train(validate()))))))
+
+
+retrain_dag = tagger_retrain()

@@ -1,0 +1,174 @@
+"""The retraining steps as idempotent functions: what each Airflow task (and ``tagger demo``) calls.
+
+Each step takes references (paths, snapshot ids, run ids, registry versions) and returns a small dict of
+references, so DAG files only wire. Reruns are safe: a snapshot id is its content digest; a training run is
+found again by the ``tagger.trigger`` tag of the run that asked for it; a registry version is found again by
+its training run id; a deploy of the version already serving is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from pipeline.errors import GateRejected, ServingError, ValidationFailed
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+TRIGGER_TAG = "tagger.trigger"
+
+
+def step_validate(settings: Settings, source: str, spec: str) -> dict:
+    """Validate and snapshot the catalog. Raises ValidationFailed on verdict *fail* (with the report path)."""
+    from pipeline.validate import validate_catalog
+
+    res = validate_catalog(source, spec, settings)
+    out = {
+        "snapshot_id": res.snapshot_id,
+        "verdict": res.verdict,
+        "rows_read": res.rows_read,
+        "rows_accepted": res.rows_accepted,
+        "rows_quarantined": res.rows_quarantined,
+        "report_path": res.report_path,
+    }
+    if res.verdict == "fail":
+        raise ValidationFailed(
+            f"catalog {source} failed validation ({'; '.join(res.reasons) or 'see report'}); "
+            f"report: {res.report_path}; training was not started"
+        )
+    return out
+
+
+def _find_run(settings: Settings, trigger: str) -> str | None:
+    from pipeline import tracking
+
+    client = tracking.client(settings)
+    exp = client.get_experiment_by_name(settings.mlflow_experiment)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TRIGGER_TAG}` = '{trigger}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def train_trigger(snapshot_id: str, options: dict, force_key: str | None = None) -> str:
+    """Identity of a training request: the same snapshot with the same options is the same run."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{snapshot_id}:{digest}" + (f":{force_key}" if force_key else "")
+
+
+def step_train(settings: Settings, snapshot_id: str, spec: str, options: dict, trigger: str) -> dict:
+    """Train on an accepted snapshot, unless the run asked for by ``trigger`` already finished."""
+    from pathlib import Path
+
+    from pipeline import tracking
+    from pipeline.train import TrainOptions, train
+
+    found = _find_run(settings, trigger)
+    if found and (settings.bundles_dir / found).is_dir():
+        log.info("training run %s for %s already finished: reusing it", found, trigger)
+        return {"run_id": found, "bundle_path": str(settings.bundles_dir / found), "reused": True}
+    res = train(snapshot_id, spec, settings, TrainOptions(**options))
+    tracking.client(settings).set_tag(res.run_id, TRIGGER_TAG, trigger)
+    return {
+        "run_id": res.run_id,
+        "bundle_path": str(Path(res.bundle_path)),
+        "reused": False,
+        "micro_f1": res.metrics.get("model", {}).get("micro_f1"),
+    }
+
+
+def step_register(settings: Settings, run_id: str, bundle_path: str) -> dict:
+    """Register the bundle as a new version (challenger), or return the version already made from ``run_id``."""
+    from pipeline import registry, tracking
+
+    client = tracking.client(settings)
+    name = settings.registered_model_name
+    try:
+        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception:  # the registered model does not exist yet
+        existing = []
+    if existing:
+        version = max(int(v.version) for v in existing)
+        log.info("run %s is already registered as version %d", run_id, version)
+        return {"version": version, "uri": f"models:/{name}/{version}", "reused": True}
+    ref = registry.register_bundle(settings, bundle_path, run_id=run_id, actor="airflow")
+    return {"version": ref.version, "uri": ref.uri, "reused": False}
+
+
+def step_gate(settings: Settings, version: int) -> dict:
+    """Judge the candidate; raises GateRejected (naming every failed rule) on *reject*."""
+    from pipeline import registry
+    from pipeline.gate import gate
+
+    if registry.get_alias(settings, registry.CHAMPION) == version:
+        return {
+            "version": version,
+            "verdict": "approve",
+            "failed_rules": [],
+            "champion": version,
+            "note": "already champion",
+        }
+    res = gate(settings, version)
+    out = {"version": version, "verdict": res.verdict, "failed_rules": res.failed_rules, "champion": res.champion}
+    if res.verdict == "reject":
+        raise GateRejected(f"version {version} rejected: {'; '.join(res.failed_rules)}", res.failed_rules)
+    return out
+
+
+def review_decision(settings: Settings, version: int) -> str | None:
+    """``approved`` / ``rejected`` once a reviewer decided on the version (tag ``approval``), else None."""
+    from pipeline import registry
+
+    return registry.get_version(settings, version).tags.get("approval")
+
+
+def ensure_triton(settings: Settings) -> str:
+    """Start the local Triton server when nothing answers at the configured address (embedded default)."""
+    from serving.server import TritonServer, is_ready
+
+    if is_ready(settings.triton_grpc_url, timeout=2.0):
+        return "running"
+    TritonServer(settings).start()  # runs on after this process: `tagger services stop` stops it
+    return "started"
+
+
+def step_deploy(settings: Settings, version: int) -> dict:
+    """Deploy ``version`` to Triton and make it champion; a no-op when it already serves as champion."""
+    from pipeline import registry
+    from serving.deploy import deploy
+    from serving.server import is_ready
+
+    ensure_triton(settings)
+    repo_dir = settings.model_repository / settings.triton_model_name / str(version)
+    if (
+        registry.get_alias(settings, registry.CHAMPION) == version
+        and repo_dir.is_dir()
+        and is_ready(settings.triton_grpc_url)
+    ):
+        from serving.client import TaggerClient
+
+        with TaggerClient(settings.triton_grpc_url, settings.triton_model_name, model_version=version) as c:
+            c.tag(["ping"])  # raises when the version is not loaded: then a real deploy is needed
+        log.info("version %d already serves as champion: nothing to deploy", version)
+        return {"version": version, "deployed": False}
+    res = deploy(settings, version, actor="airflow", reason="tagger_retrain")
+    return {"deployed": True, **{k: v for k, v in asdict(res).items() if k != "at"}}
+
+
+def step_smoke(settings: Settings, version: int, n: int = 16) -> dict:
+    """Golden examples of the served version through gRPC, after the deploy (what the storefront sees)."""
+    from pipeline import registry
+    from serving.smoke import golden_from_bundle, smoke_test
+
+    golden = golden_from_bundle(registry.bundle_for_version(settings, version), n)
+    res = smoke_test(settings.triton_grpc_url, settings.triton_model_name, version, golden)
+    if not res.passed:
+        raise ServingError(
+            f"smoke test of served version {version} failed for {len(res.failures)} examples: {res.failures[:3]}"
+        )
+    return asdict(res)
