@@ -34,13 +34,10 @@ def stop_cmd() -> None:
     from pipeline.settings import get_settings
 
     settings = get_settings()
-    try:
-        from serving.server import stop_local_server
+    from serving.server import stop_recorded
 
-        if stop_local_server(settings):
-            console.print("stopped the local Triton server")
-    except ImportError:
-        pass
+    if stop_recorded(settings):
+        console.print("stopped the local Triton server")
     if settings.database_url:
         console.print("PostgreSQL is external (TAGGER_DATABASE_URL): left running")
     elif stop_embedded(settings):
