@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, PokeReturnValue, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from pipeline.review_sensor import ReviewSensor
 
 CATALOG = Asset("tagger://catalog/snapshot")  # producers (shop feed jobs) emit this when a snapshot lands
 INFRA_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True}
@@ -86,19 +88,6 @@ def tagger_retrain():
 
         return step_gate(_settings(), registered["version"])
 
-    @task.sensor(poke_interval=60, timeout=7 * 24 * 3600, mode="reschedule", **NO_RETRY)
-    def wait_for_review(verdict: dict) -> PokeReturnValue:
-        from pipeline.errors import GateRejected
-        from pipeline.orchestration import review_decision
-
-        settings = _settings()
-        if verdict["verdict"] == "approve" and settings.review_mode != "manual":
-            return PokeReturnValue(is_done=True, xcom_value=verdict["version"])
-        decision = review_decision(settings, verdict["version"])
-        if decision == "rejected":
-            raise GateRejected(f"version {verdict['version']} was rejected by a reviewer")
-        return PokeReturnValue(is_done=decision == "approved", xcom_value=verdict["version"])
-
     @task(**INFRA_RETRIES)
     def deploy(version: int) -> dict:
         from pipeline.orchestration import step_deploy
@@ -111,7 +100,16 @@ def tagger_retrain():
 
         return step_smoke(_settings(), deployed["version"])
 
-    smoke_test(deploy(wait_for_review(gate(register(train(validate()))))))
+    verdict = gate(register(train(validate())))
+    review = ReviewSensor(
+        task_id="wait_for_review",
+        verdict=verdict,
+        poke_interval=60,
+        timeout=7 * 24 * 3600,
+        mode="reschedule",
+        **NO_RETRY,
+    )
+    smoke_test(deploy(review.output))
 
 
 retrain_dag = tagger_retrain()

@@ -1,0 +1,73 @@
+"""DAG tests, levels 1 and 2: every DAG file imports cleanly without touching a database or the network,
+and has the expected tasks and edges. Level 3 (real dag.test() runs) is in test_dag_runs.py."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+
+import pytest
+
+from pipeline import airflow_local
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+DAG_IDS = ("tagger_retrain", "tagger_batch_tag")
+
+
+@pytest.fixture(scope="module")
+def airflow_ready(tmp_path_factory):
+    airflow_local.prepare(Settings(home=tmp_path_factory.mktemp("af")))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(self, address):
+        raise AssertionError(f"DAG file opened a connection to {address} at parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_dags_folder_holds_exactly_our_dags():
+    assert sorted(p.stem for p in airflow_local.DAGS_FOLDER.glob("*.py")) == sorted(DAG_IDS)
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_dag_imports_without_warnings_or_io(airflow_ready, no_network, dag_id):
+    import sys
+
+    heavy_before = {m for m in ("torch", "mlflow", "great_expectations", "tritonclient") if m in sys.modules}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dag = airflow_local.load_dag(dag_id)
+    assert dag.dag_id == dag_id
+    heavy_after = {m for m in ("torch", "mlflow", "great_expectations", "tritonclient") if m in sys.modules}
+    assert heavy_after == heavy_before, f"parsing {dag_id} imported {heavy_after - heavy_before}"
+
+
+def _edges(dag) -> set[tuple[str, str]]:
+    return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+
+
+def test_retrain_structure(airflow_ready):
+    dag = airflow_local.load_dag("tagger_retrain")
+    chain = ["validate", "train", "register", "gate", "wait_for_review", "deploy", "smoke_test"]
+    assert [t.task_id for t in dag.tasks] == chain
+    assert _edges(dag) == set(zip(chain, chain[1:], strict=False))
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert tasks["validate"].retries == 0 and tasks["gate"].retries == 0  # no retry on data/model verdicts
+    assert tasks["train"].retries >= 1 and tasks["deploy"].retries >= 1  # infrastructure retries with back-off
+    assert tasks["deploy"].retry_exponential_backoff
+    assert tasks["train"].queue == "gpu"  # routed to a GPU worker in production
+    # weekly, and whenever a new catalog snapshot (Asset) lands
+    assert dag.timetable.timetable.expression == "0 3 * * 1"
+    assert "tagger://catalog/snapshot" in repr(dag.timetable.asset_condition)
+    assert all(t.on_failure_callback for t in dag.tasks)
+
+
+def test_batch_tag_structure(airflow_ready):
+    dag = airflow_local.load_dag("tagger_batch_tag")
+    assert [t.task_id for t in dag.tasks] == ["tag_new_products"]
+    assert dag.max_active_runs == 1  # two overlapping runs would race on the watermark
+    assert dag.schedule == "@hourly"
