@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,16 @@ class Settings(BaseSettings):
         default=None, description="Triton model repository. Unset: HOME/triton_repository."
     )
     triton_model_name: str = Field(default="product_tagger", description="Model name inside Triton.")
+    triton_admin_key: SecretStr | None = Field(
+        default=None,
+        description="Sent as gRPC header 'triton-grpc-protocol-admin-key' on model load/unload when Triton runs "
+        "with --grpc-restricted-protocol=...:admin-key=<this> (docker-compose.yml, infra/k8s). Unset: no header.",
+    )
+    triton_instance_kind: str = Field(
+        default="cpu",
+        description="Where Triton runs the model: 'cpu' (KIND_CPU, local default) or 'gpu' (KIND_GPU, production; "
+        "ONNX Runtime then uses its CUDA provider). Written into config.pbtxt by deploy.",
+    )
     encoder: str | None = Field(
         default=None,
         description="Hugging Face encoder (local path or name). Unset: all-MiniLM-L6-v2 from the "
