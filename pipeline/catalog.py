@@ -215,6 +215,10 @@ def _records_jsonl(data: bytes, spec: DatasetSpec, path: str):
         if not isinstance(rec, dict):
             yield i, None, Reject(i, f"a JSON object was expected, got {type(rec).__name__}", line[:500])
             continue
+        broken = next((k for k, v in rec.items() if isinstance(v, str) and not _encodable(v)), None)
+        if broken is not None:
+            yield i, None, Reject(i, f"field {broken!r} is not valid UTF-8 (lone surrogate escape)", line[:500])
+            continue
         if not checked:
             _check_columns(list(rec), spec, path)
             checked = True
@@ -236,6 +240,14 @@ def _records_parquet(path: Path, spec: DatasetSpec):
             )
     for i, rec in enumerate(df.to_dict(orient="records"), start=1):
         yield i, rec, None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _escape(text: str) -> str:
