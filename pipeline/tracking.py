@@ -25,11 +25,14 @@ def configure(settings: Settings) -> str:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
     if exp is None:
-        exp_id = client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_location)
+        # A tracking server with no artifact location set uses its own artifact store (proxied or object storage).
+        remote = uri.startswith(("http://", "https://")) and not settings.mlflow_artifact_location
+        location = None if remote else settings.artifact_location
+        exp_id = client.create_experiment(settings.mlflow_experiment, artifact_location=location)
         log.info(
             "created MLflow experiment %s (artifacts in %s)",
             settings.mlflow_experiment,
-            settings.artifact_location,
+            location or "the server's artifact store",
         )
     else:
         exp_id = exp.experiment_id
