@@ -1,0 +1,196 @@
+"""Export a tagger bundle to ONNX (dynamic batch and sequence axes), optimise it, check parity with PyTorch.
+
+``model.onnx``: ``input_ids`` int64 [B, T], ``attention_mask`` int64 [B, T] -> ``logits`` float32 [B, N].
+ONNX Runtime's transformer optimiser fuses attention/LayerNorm/GELU (BERT graph); parity against the PyTorch
+bundle must hold within ``atol`` (1e-4) on real titles or the export fails. ``quantize=True`` also writes an
+int8 dynamically quantised ``model.int8.onnx``; it is *used* only when ``int8_f1_check`` shows a micro-F1 loss
+≤ 0.5 points on the frozen test split (the caller passes it; see ``ExportResult.int8_kept``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_ATOL = 1e-4
+INT8_MAX_F1_LOSS = 0.5  # F1 points
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: str  # the file to serve (int8 when kept, else the optimised fp32 graph)
+    fp32_path: str
+    int8_path: str | None
+    opset: int
+    optimized: bool
+    parity_max_abs_diff: float
+    parity_texts: int
+    int8_max_abs_diff: float | None = None
+    f1_fp32: float | None = None
+    f1_int8: float | None = None
+    int8_kept: bool = False
+
+
+def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    """An ONNX Runtime session with all graph optimisations on."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def _encode(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def onnx_logits(session, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids, mask = _encode(tokenizer, texts[i : i + batch_size], max_length)
+        out.append(session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0])
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _torch_export(bundle, path: Path) -> None:
+    import torch
+
+    ids, mask = _encode(bundle.tokenizer, ["a dummy title", "another, longer dummy product title"], 16)
+    bundle.model.eval()
+    with torch.inference_mode():
+        torch.onnx.export(
+            bundle.model,
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "attention_mask": {0: "batch", 1: "seq"},
+                "logits": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,  # TorchScript exporter: no onnxscript dependency, stable BERT graph
+        )
+
+
+def _optimize(src: Path, dst: Path, config) -> bool:
+    """Fuse the BERT subgraph with ORT's transformer optimiser; False (and a copy) if it cannot."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        heads = int(getattr(config, "num_attention_heads", 0))
+        hidden = int(getattr(config, "hidden_size", 0))
+        opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
+        opt.save_model_to_file(str(dst))
+        return True
+    except Exception as exc:  # the plain graph is still correct, only slower
+        log.warning("ONNX transformer optimisation failed (%s); serving the unfused graph", exc)
+        dst.write_bytes(src.read_bytes())
+        return False
+
+
+def micro_f1(pred: list[list[dict]], gold: list[list[str]]) -> float:
+    tp = fp = fn = 0
+    for p, g in zip(pred, gold, strict=True):
+        ps, gs = {t["slug"] for t in p}, set(g)
+        tp, fp, fn = tp + len(ps & gs), fp + len(ps - gs), fn + len(gs - ps)
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def export_onnx(
+    bundle_path: str | Path,
+    out_dir: str | Path,
+    *,
+    parity_texts: list[str],
+    optimize: bool = True,
+    quantize: bool = False,
+    test_texts: list[str] | None = None,
+    test_tags: list[list[str]] | None = None,
+    atol: float = PARITY_ATOL,
+) -> ExportResult:
+    """Write ``model.onnx`` (+ ``model.int8.onnx``) and ``export.json`` into ``out_dir``.
+
+    Raises:
+        BundleError: the exported graph's logits differ from PyTorch's by more than ``atol``.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from pipeline.bundle import load_bundle
+    from pipeline.labels import postprocess
+
+    bundle = load_bundle(bundle_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raw, fp32 = out / "model.raw.onnx", out / "model.onnx"
+    _torch_export(bundle, raw)
+    optimized = _optimize(raw, fp32, bundle.model.encoder.config) if optimize else False
+    if not optimize:
+        raw.replace(fp32)
+    raw.unlink(missing_ok=True)
+
+    # Parity on real titles: PyTorch eager vs ORT with all graph optimisations.
+    ref = bundle.logits(parity_texts)
+    sess = ort_session(fp32)
+    got = onnx_logits(sess, bundle.tokenizer, parity_texts, bundle.max_length)
+    diff = float(np.abs(ref - got).max()) if len(parity_texts) else 0.0
+    if diff > atol:
+        raise BundleError(
+            f"ONNX export of {bundle_path} differs from PyTorch by {diff:.2e} > {atol:.0e} on "
+            f"{len(parity_texts)} titles; export with optimize=False or check the encoder's ops"
+        )
+    log.info("ONNX parity: max |logit diff| %.2e on %d titles (optimised=%s)", diff, len(parity_texts), optimized)
+
+    result = dict(
+        onnx_path=str(fp32),
+        fp32_path=str(fp32),
+        int8_path=None,
+        opset=OPSET,
+        optimized=optimized,
+        parity_max_abs_diff=diff,
+        parity_texts=len(parity_texts),
+    )
+    if quantize:
+        int8 = out / "model.int8.onnx"
+        import onnx
+
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        q = onnx_logits(ort_session(int8), bundle.tokenizer, parity_texts, bundle.max_length)
+        result.update(int8_path=str(int8), int8_max_abs_diff=float(np.abs(ref - q).max()))
+        if test_texts and test_tags:
+            lm, thr = bundle.label_map, bundle.thresholds
+            f_fp = micro_f1(
+                postprocess(onnx_logits(sess, bundle.tokenizer, test_texts, bundle.max_length), lm, thr), test_tags
+            )
+            f_q = micro_f1(
+                postprocess(onnx_logits(ort_session(int8), bundle.tokenizer, test_texts, bundle.max_length), lm, thr),
+                test_tags,
+            )
+            kept = (f_fp - f_q) * 100 <= INT8_MAX_F1_LOSS
+            result.update(f1_fp32=f_fp, f1_int8=f_q, int8_kept=kept)
+            if kept:
+                result["onnx_path"] = str(int8)
+            log.info("int8: micro-F1 %.4f vs fp32 %.4f -> %s", f_q, f_fp, "kept" if kept else "dropped")
+        else:
+            log.info("int8 written but not used: no frozen test split given to check its F1 loss")
+    res = ExportResult(**result)
+    (out / "export.json").write_text(json.dumps(asdict(res), indent=1))
+    return res

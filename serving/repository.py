@@ -1,0 +1,212 @@
+"""The Triton model repository, generated from tagger bundles. Version numbers = registry version numbers.
+
+::
+
+    <repo>/<model>/config.pbtxt         python backend, dynamic batching, version policy (rewritten by deploy)
+    <repo>/<model>/<N>/model.py         serving/triton_model/model.py
+    <repo>/<model>/<N>/labels.py        copy of pipeline/labels.py (the stub needs no `pipeline` package)
+    <repo>/<model>/<N>/model.onnx       exported + optimised + parity-checked (serving.export)
+    <repo>/<model>/<N>/tokenizer.json   fast tokenizer of the bundle's encoder
+    <repo>/<model>/<N>/label_map.json, thresholds.json, golden.json, model_card.md
+    <repo>/<model>/<N>/version.json     model_uri (models:/<name>/<N>), bundle meta, export numbers
+
+A version folder is written under a temporary name and renamed into place, so Triton never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).with_name("triton_model")
+MAX_BATCH_SIZE = 64
+MAX_TEXT_BYTES = 4096
+QUEUE_DELAY_US = 2000
+
+
+def labels_source() -> Path:
+    import pipeline.labels
+
+    return Path(pipeline.labels.__file__)
+
+
+def build_version(
+    bundle_path: str | Path,
+    repo_dir: str | Path,
+    model_name: str,
+    version: int,
+    model_uri: str,
+    *,
+    parity_texts: list[str] | None = None,
+    golden: list[dict] | None = None,
+    quantize: bool = False,
+    gpu: bool | None = None,
+) -> Path:
+    """Write ``<repo>/<model>/<version>/`` from a bundle; write ``config.pbtxt`` too if there is none yet.
+
+    ``golden``: [{"text", "expected": [slugs]}] smoke examples stored with the version (default: the bundle's
+    ``golden.json`` if any, else the bundle's own PyTorch predictions on real titles).
+
+    Raises:
+        BundleError: the bundle is incomplete or the ONNX export fails parity.
+    """
+    from serving.export import export_onnx
+    from serving.smoke import golden_from_bundle, sample_titles
+
+    bundle_path, model_dir = Path(bundle_path), Path(repo_dir) / model_name
+    final = model_dir / str(int(version))
+    tmp = model_dir / f".{int(version)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        texts = parity_texts or sample_titles(32)
+        res = export_onnx(bundle_path, tmp / "onnx", parity_texts=texts, quantize=quantize)
+        onnx_file = Path(res.onnx_path).name
+        (tmp / "onnx" / onnx_file).replace(tmp / onnx_file)
+        shutil.rmtree(tmp / "onnx")
+
+        enc = bundle_path / "encoder"
+        if not (enc / "tokenizer.json").exists():
+            raise BundleError(f"bundle {bundle_path} has no fast tokenizer (encoder/tokenizer.json); re-save it")
+        shutil.copy2(enc / "tokenizer.json", tmp / "tokenizer.json")
+        for name in ("label_map.json", "thresholds.json", "model_card.md", "metrics.json"):
+            if (bundle_path / name).exists():
+                shutil.copy2(bundle_path / name, tmp / name)
+        _card_section(tmp / "model_card.md", model_uri, res)
+        shutil.copy2(TEMPLATE_DIR / "model.py", tmp / "model.py")
+        shutil.copy2(labels_source(), tmp / "labels.py")
+
+        meta = json.loads((bundle_path / "bundle.json").read_text())
+        (tmp / "golden.json").write_text(
+            json.dumps(golden if golden is not None else golden_from_bundle(bundle_path), ensure_ascii=False, indent=1)
+        )
+        (tmp / "version.json").write_text(
+            json.dumps(
+                {
+                    "model_uri": model_uri,
+                    "version": int(version),
+                    "onnx_file": onnx_file,
+                    "max_length": int(meta.get("max_length", 64)),
+                    "pad_id": _pad_id(enc),
+                    "bundle": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+                    "export": {k: v for k, v in asdict(res).items() if not k.endswith("_path")},
+                },
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not (model_dir / "config.pbtxt").exists():
+        write_config(repo_dir, model_name, [int(version)], registered_name=model_uri.split("/")[1], gpu=gpu)
+    log.info("wrote %s (%s, %s)", final, model_uri, onnx_file)
+    return final
+
+
+def _card_section(card: Path, model_uri: str, res) -> None:
+    """Append the export numbers (parity, int8 decision) to the served copy of the model card."""
+    lines = [
+        "",
+        f"## Serving export ({model_uri})",
+        "",
+        f"- ONNX opset {res.opset}, transformer graph optimisation: {'on' if res.optimized else 'off'}",
+        f"- parity with PyTorch: max |logit diff| {res.parity_max_abs_diff:.2e} on {res.parity_texts} real titles",
+    ]
+    if res.int8_path:
+        f1 = (f"micro-F1 {res.f1_int8:.4f} vs fp32 {res.f1_fp32:.4f} on the frozen test split"
+              if res.f1_int8 is not None else "not checked on the frozen test split")  # fmt: skip
+        lines.append(f"- int8 dynamic quantisation: max |logit diff| {res.int8_max_abs_diff:.2e}; {f1}; "
+                     f"{'served' if res.int8_kept else 'not served'}")  # fmt: skip
+    text = card.read_text(encoding="utf-8") if card.exists() else "# Product tagger\n"
+    card.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _pad_id(encoder_dir: Path) -> int:
+    tok = json.loads((encoder_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    pad = (tok.get("padding") or {}).get("pad_id")
+    if pad is not None:
+        return int(pad)
+    cfg = json.loads((encoder_dir / "config.json").read_text()) if (encoder_dir / "config.json").exists() else {}
+    return int(cfg.get("pad_token_id") or 0)
+
+
+def versions_on_disk(repo_dir: str | Path, model_name: str) -> list[int]:
+    d = Path(repo_dir) / model_name
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.exists() else []
+
+
+def config_text(
+    model_name: str,
+    versions: list[int],
+    *,
+    registered_name: str,
+    gpu: bool = False,
+    instances: int = 1,
+    max_batch_size: int = MAX_BATCH_SIZE,
+    max_text_bytes: int = MAX_TEXT_BYTES,
+    ort_threads: int = 0,
+    onnx_batch: int = 16,
+) -> str:
+    """config.pbtxt: dynamic batching, ``specific`` version policy (the versions Triton keeps loaded)."""
+    vs = ", ".join(str(v) for v in sorted(set(versions)))
+    params = {
+        "registered_model": registered_name,
+        "max_text_bytes": str(max_text_bytes),
+        "ort_threads": str(ort_threads),
+        "onnx_batch": str(onnx_batch),
+        **{f"model_uri.{v}": f"models:/{registered_name}/{v}" for v in sorted(set(versions))},
+    }
+    param_txt = "\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }},' for k, v in params.items())
+    out = lambda n, t, d: f'  {{ name: "{n}" data_type: {t} dims: [ {d} ] }}'  # noqa: E731
+    return f"""# Generated by serving.repository; deploy rewrites version_policy. Do not edit by hand.
+name: "{model_name}"
+backend: "python"
+max_batch_size: {max_batch_size}
+version_policy: {{ specific: {{ versions: [ {vs} ] }} }}
+input [
+  {{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }}
+]
+output [
+{out("TAGS", "TYPE_STRING", 1)},
+{out("SLUGS", "TYPE_STRING", -1)},
+{out("SCORES", "TYPE_FP32", -1)},
+{out("FACETS", "TYPE_STRING", -1)},
+{out("MODEL_URI", "TYPE_STRING", 1)}
+]
+instance_group [ {{ count: {instances} kind: {"KIND_GPU" if gpu else "KIND_CPU"} }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {QUEUE_DELAY_US} }}
+parameters [
+{param_txt.rstrip(",")}
+]
+"""
+
+
+def write_config(
+    repo_dir: str | Path, model_name: str, versions: list[int], *, gpu: bool | None = None, **kwargs
+) -> Path:
+    """Atomically (re)write ``config.pbtxt`` so that ``versions`` are the ones loaded on the next ``load``.
+
+    ``gpu=None`` keeps the instance kind of the existing config (KIND_CPU for a new one).
+    """
+    path = Path(repo_dir) / model_name / "config.pbtxt"
+    if gpu is None:
+        gpu = path.exists() and "KIND_GPU" in path.read_text()
+    kwargs["gpu"] = gpu
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pbtxt.tmp")
+    tmp.write_text(config_text(model_name, versions, **kwargs))
+    tmp.replace(path)
+    return path
+
+
+def remove_version(repo_dir: str | Path, model_name: str, version: int) -> None:
+    shutil.rmtree(Path(repo_dir) / model_name / str(int(version)), ignore_errors=True)

@@ -1,0 +1,80 @@
+"""ONNX export and model-repository generation (no server)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers.fixtures_serving import GOLDEN
+
+
+@pytest.fixture(scope="module")
+def exported(golden_bundle, tmp_path_factory):
+    from serving.export import export_onnx
+    from serving.smoke import sample_titles
+
+    bundle = golden_bundle(6.0)
+    out = tmp_path_factory.mktemp("onnx")
+    return bundle, export_onnx(bundle, out, parity_texts=sample_titles(24), quantize=True)
+
+
+@pytest.mark.model
+def test_onnx_matches_pytorch_on_real_titles_with_dynamic_axes(exported):
+    from pipeline.bundle import load_bundle
+    from serving.export import onnx_logits, ort_session
+    from serving.smoke import sample_titles
+
+    bundle_path, res = exported
+    assert res.parity_max_abs_diff <= 1e-4 and res.parity_texts == 24
+    b = load_bundle(bundle_path)
+    sess = ort_session(res.fp32_path)
+    texts = sample_titles(40)[-7:]  # another batch size, zh titles included (other sequence lengths)
+    assert any(not t.isascii() for t in texts)
+    diff = np.abs(onnx_logits(sess, b.tokenizer, texts, b.max_length, batch_size=7) - b.logits(texts)).max()
+    assert diff <= 1e-4
+
+
+@pytest.mark.model
+def test_int8_is_written_but_not_served_without_a_test_split(exported):
+    _, res = exported
+    assert res.int8_path and res.int8_max_abs_diff is not None
+    assert res.onnx_path == res.fp32_path and not res.int8_kept
+
+
+@pytest.mark.unit
+def test_config_lists_versions_io_and_instance_kind():
+    from serving.repository import config_text
+
+    cpu = config_text("product_tagger", [3, 2], registered_name="product-tagger")
+    assert "versions: [ 2, 3 ]" in cpu and "KIND_CPU" in cpu and "max_batch_size: 64" in cpu
+    assert 'string_value: "models:/product-tagger/3"' in cpu and "dynamic_batching" in cpu
+    for name in ("TEXT", "TAGS", "SLUGS", "SCORES", "FACETS", "MODEL_URI"):
+        assert f'name: "{name}"' in cpu
+    assert "KIND_GPU" in config_text("m", [1], registered_name="r", gpu=True)
+
+
+@pytest.mark.model
+def test_build_version_writes_a_self_contained_version_dir(golden_bundle, tmp_path):
+    from serving.repository import build_version, versions_on_disk
+
+    bundle = golden_bundle(6.5)
+    vdir = build_version(bundle, tmp_path, "product_tagger", 7, "models:/product-tagger/7", golden=GOLDEN)
+    names = {p.name for p in vdir.iterdir()}
+    assert {"model.py", "labels.py", "model.onnx", "tokenizer.json", "label_map.json", "thresholds.json",
+            "golden.json", "version.json"} <= names  # fmt: skip
+    meta = json.loads((vdir / "version.json").read_text())
+    assert meta["model_uri"] == "models:/product-tagger/7" and meta["export"]["parity_max_abs_diff"] <= 1e-4
+    assert "max |logit diff|" in (vdir / "model_card.md").read_text()
+    assert versions_on_disk(tmp_path, "product_tagger") == [7]
+    assert "versions: [ 7 ]" in (tmp_path / "product_tagger" / "config.pbtxt").read_text()
+    assert not list((tmp_path / "product_tagger").glob(".*tmp"))
+
+
+@pytest.mark.model
+def test_golden_bundle_answers_its_golden_examples_in_pytorch(golden_bundle):
+    from pipeline.bundle import load_bundle
+
+    preds = load_bundle(golden_bundle(6.0)).predict([g["text"] for g in GOLDEN])
+    for g, p in zip(GOLDEN, preds, strict=True):
+        assert sorted(t["slug"] for t in p) == sorted(g["expected"]), g["text"]

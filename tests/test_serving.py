@@ -1,0 +1,137 @@
+"""The served model over real gRPC: known answers, contract, server-side limits, client behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from helpers.fixtures_serving import GOLDEN
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "tagger_direct"
+
+
+@pytest.fixture(scope="module")
+def direct(triton, serving_settings, golden_bundle):
+    """The golden bundle served as its own model (no registry), version 1."""
+    import tritonclient.grpc as grpcclient
+
+    from serving.repository import build_version
+
+    build_version(golden_bundle(6.0), serving_settings.model_repository, MODEL, 1, "models:/direct/1", golden=GOLDEN)
+    c = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    c.load_model(MODEL)
+    yield serving_settings.triton_grpc_url
+    c.unload_model(MODEL)
+    c.close()
+
+
+@pytest.fixture
+def client(direct):
+    from serving.client import TaggerClient
+
+    with TaggerClient(direct, MODEL, timeout=20) as c:
+        yield c
+
+
+def test_known_products_get_their_expected_tags(client):
+    res = client.infer([g["text"] for g in GOLDEN], locale="en")
+    for g, tags in zip(GOLDEN, res.tags, strict=True):
+        assert sorted(t["slug"] for t in tags) == sorted(g["expected"]), g["text"]
+        assert all(t["facet"] == t["slug"].split(":")[0] and 0 <= t["score"] <= 1 for t in tags)
+    assert set(res.model_uris) == {"models:/direct/1"}
+
+
+def test_top_k_caps_predicted_tags(client):
+    tags = client.tag([GOLDEN[1]["text"]], top_k=1)[0]
+    assert len(tags) == 1
+
+
+def test_padded_tensors_agree_with_tags_json(direct):
+    import tritonclient.grpc as g
+
+    c = g.InferenceServerClient(direct)
+    x = g.InferInput("TEXT", [2, 1], "BYTES")
+    x.set_data_from_numpy(np.array([[GOLDEN[0]["text"].encode()], ["AHC黄金玻尿酸水乳面霜".encode()]], dtype=object))
+    r = c.infer(MODEL, [x])
+    tags = [json.loads(t[0]) for t in r.as_numpy("TAGS")]
+    slugs, scores = r.as_numpy("SLUGS"), r.as_numpy("SCORES")
+    assert slugs.shape == scores.shape == r.as_numpy("FACETS").shape
+    assert [s.decode() for s in slugs[0] if s] == [t["slug"] for t in tags[0]]
+    assert np.allclose(scores[0][: len(tags[0])], [t["score"] for t in tags[0]])
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("", "TEXT item 0 is empty"),
+        ("   ", "TEXT item 0 is empty"),
+        ("x" * 5000, "5000 bytes, over the limit of 4096"),
+        (b"Puma \xff\xfe shoes", "TEXT item 0 is not valid UTF-8"),
+    ],
+)
+def test_bad_texts_get_clear_errors_and_the_server_stays_up(client, bad, message):
+    from pipeline.errors import ServingError
+
+    with pytest.raises(ServingError, match=message):
+        client.tag([GOLDEN[0]["text"], bad][1:])
+    assert client.tag([GOLDEN[0]["text"]])[0]  # still serving
+
+
+def test_batch_over_the_maximum_and_bad_top_k_are_refused(client):
+    from pipeline.errors import ServingError
+
+    with pytest.raises(ServingError, match="batch-size must be <= 64"):
+        client._infer_chunk(["Puma Men Grey T-shirt"] * 65, {})
+    with pytest.raises(ServingError, match="top_k=0 must be a positive integer"):
+        client.tag(["Puma Men Grey T-shirt"], top_k=0)
+
+
+def test_client_batches_large_inputs_and_one_response_per_request(client, direct):
+    from serving.client import TaggerClient
+
+    texts = [g["text"] for g in GOLDEN] * 40  # 160 > 64: three requests
+    assert [sorted(t["slug"] for t in tags) for tags in client.tag(texts)] == [
+        sorted(g["expected"]) for g in GOLDEN
+    ] * 40
+    sizes = [1, 3, 16, 64, 2, 7, 1, 33]  # mixed batch sizes, concurrently: dynamic batcher merges them
+
+    def one(n):
+        with TaggerClient(direct, MODEL) as c:
+            return len(c.tag(texts[:n]))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, sizes)) == sizes
+
+
+def test_asyncio_client_and_name_enrichment(direct):
+    from serving.client import TaggerClient
+
+    names = {"color:blue": {"zh": "蓝色", "en": "Blue"}}
+
+    async def go():
+        c = TaggerClient(direct, MODEL, names=names, max_batch=2)
+        try:
+            return await c.atag([g["text"] for g in GOLDEN], locale="zh")
+        finally:
+            await c.aclose()
+
+    tags = asyncio.run(go())
+    assert len(tags) == len(GOLDEN)
+    blue = [t for t in tags[0] if t["slug"] == "color:blue"][0]
+    assert blue["name"] == "蓝色"
+
+
+def test_unreachable_server_is_retried_then_named(tmp_path):
+    from pipeline.errors import ServingError
+    from serving.client import TaggerClient
+    from serving.server import free_port
+
+    c = TaggerClient(f"127.0.0.1:{free_port()}", retries=2, backoff=0.01, timeout=2)
+    with pytest.raises(ServingError, match="is the Triton server running"):
+        c.tag(["Puma Men Grey T-shirt"])

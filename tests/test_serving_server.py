@@ -1,0 +1,63 @@
+"""tritonserver lifecycle: start on a repository, stop with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from helpers.fixtures_serving import GOLDEN
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_server_starts_loads_and_stops_without_leftovers(tmp_path, golden_bundle):
+    from pipeline.settings import Settings
+    from serving.client import TaggerClient
+    from serving.repository import build_version
+    from serving.server import SHM_DIR, TritonServer, free_port, server_state
+
+    s = Settings(home=tmp_path / "home", triton_grpc_url=f"127.0.0.1:{free_port()}",
+                 triton_http_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port())  # fmt: skip
+    build_version(golden_bundle(6.0), s.model_repository, s.triton_model_name, 4, "models:/x/4", golden=GOLDEN)
+    assert server_state(s) == "stopped"
+    server = TritonServer(s)  # loads the configured model because its folder exists
+    server.start()
+    pid, prefix = server.proc.pid, server.shm_prefix
+    try:
+        assert server_state(s) == "running" and server.pid_file.exists()
+        assert TaggerClient(s.triton_grpc_url, s.triton_model_name).infer([GOLDEN[0]["text"]]).model_uris == [
+            "models:/x/4"
+        ]
+        assert list(SHM_DIR.glob(f"{prefix}*")), "the Python backend should be using shared memory"
+        from pipeline.errors import ServiceError
+
+        with pytest.raises(ServiceError, match="already answers on"):
+            TritonServer(s).start()
+    finally:
+        server.stop()
+    assert not _group_alive(pid), "tritonserver or a backend stub survived stop()"
+    assert not list(SHM_DIR.glob(f"{prefix}*"))
+    assert not server.pid_file.exists() and server_state(s) == "stopped"
+
+
+def test_bad_repository_fails_start_with_the_log(tmp_path):
+    from pipeline.errors import ServiceError
+    from pipeline.settings import Settings
+    from serving.server import TritonServer, free_port
+
+    s = Settings(home=tmp_path / "home", triton_grpc_url=f"127.0.0.1:{free_port()}",
+                 triton_http_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port())  # fmt: skip
+    broken = s.model_repository / f"m{uuid.uuid4().hex[:4]}"
+    broken.mkdir(parents=True)
+    (broken / "config.pbtxt").write_text('backend: "python"\nthis is not protobuf text\n')
+    with pytest.raises(ServiceError, match="tritonserver"):
+        TritonServer(s, load=[broken.name]).start(timeout=60)
