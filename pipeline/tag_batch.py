@@ -52,7 +52,7 @@ def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], si
     ts, last_id = mark
     q = """
         select id, title, description, brand, updated_at from products
-        where (:catalog is null or catalog = :catalog)
+        where (cast(:catalog as text) is null or catalog = cast(:catalog as text))
           and (cast(:ts as timestamptz) is null or (updated_at, id) > (cast(:ts as timestamptz), :last_id))
         order by updated_at, id limit :size
     """
@@ -60,13 +60,11 @@ def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], si
 
 
 def product_text(title: str, brand: str | None = None, description: str | None = None) -> str:
-    """The text sent to the tagger: title first (what the model was trained on), brand/description after."""
-    parts = [title.strip()]
-    if brand and brand.lower() not in title.lower():
-        parts.append(brand.strip())
-    if description:
-        parts.append(description.strip()[:300])
-    return " | ".join(parts)
+    """The text sent to the tagger, built like the training text (``pipeline.dataset.build_text``)."""
+    from pipeline.dataset import build_text
+
+    row = {"title": title, "brand": brand, "description": description}
+    return build_text(row, ["title", "brand", "description"])
 
 
 def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[str, int], review_below: float):

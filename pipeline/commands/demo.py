@@ -7,6 +7,7 @@ look next. A second run reuses what exists (same snapshot, same training run, sa
 
 from __future__ import annotations
 
+import os
 import time
 
 import typer
@@ -74,6 +75,10 @@ def demo(
     from pipeline.settings import get_settings
 
     t0 = time.perf_counter()
+    if not os.environ.get("TAGGER_GATE_POLICY"):
+        # The demo trains for minutes on a slice: gate it with the demo policy (see pipeline/policies/demo.yaml).
+        os.environ["TAGGER_GATE_POLICY"] = "demo"
+        get_settings.cache_clear()
     settings = get_settings()
     data = settings.data_dir
     myntra = data / "myntra_fashion_styles" / "styles.csv.zip"

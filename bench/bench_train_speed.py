@@ -1,0 +1,175 @@
+"""Training throughput: our fit loop vs a plain Hugging Face Trainer, and bf16 autocast vs fp32 on this CPU.
+
+Same model (TaggerModel on all-MiniLM-L6-v2), same rows (Myntra training split, first N), same batch size,
+token cap and precision; the Trainer uses its dynamic-padding collator (DataCollatorWithPadding) and no length
+grouping. Samples/s are counted over optimizer steps 5..N (each step's data fetch, collation and compute; no
+validation; the first 4 steps are warm-up). Runs alternate (ours, HF, ours, ...) so load from other processes
+hits both alike.
+
+Target (issue 4): ours >= 1.2x the Trainer.
+Run: nice -n 10 .venv/bin/python bench/bench_train_speed.py [--steps 40] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import save
+
+WARMUP = 4  # steps left out of the timing (first shapes, allocator warm-up), for both loops alike
+
+
+def _data(rows: int, max_length: int):
+    from pipeline.bundle import new_model
+    from pipeline.catalog import read_catalog
+    from pipeline.dataset import prepare
+    from pipeline.settings import Settings
+    from pipeline.spec import load_spec
+    from pipeline.train import tokenize_splits
+
+    spec = load_spec("myntra")
+    s = Settings()
+    frame = read_catalog(s.data_dir / "myntra_fashion_styles" / "styles.csv.zip", spec).frame
+    prep = prepare(frame, spec, max_train_rows=rows)
+    _, tok = new_model(None, prep.label_map)
+    return prep, tok, tokenize_splits(prep, tok, max_length)
+
+
+def ours(prep, tok, data, steps: int, batch: int, precision: str) -> float:
+    import torch
+
+    from pipeline.bundle import new_model
+    from pipeline.train import TrainOptions, fit, pick_device
+
+    opts = TrainOptions(
+        batch_size=batch,
+        max_steps=steps,
+        epochs=100,
+        precision=precision,
+        resume=False,
+        progress=False,
+        checkpoint_every=10**9,
+    )
+    torch.manual_seed(0)
+    model, _ = new_model(None, prep.label_map)
+    device, bf16 = pick_device(opts)
+    # validation is outside the timed steps (state.seconds sums step times); keep it tiny anyway
+    small = {"train": data["train"], "val": (data["val"][0][:64], data["val"][1][:64])}
+    with tempfile.TemporaryDirectory() as d:
+        state = fit(
+            model,
+            small,
+            prep.label_map,
+            opts,
+            pad_id=tok.pad_token_id,
+            device=device,
+            bf16=bf16,
+            checkpoint_dir=Path(d),
+        )
+    return batch * (steps - WARMUP) / sum(state.step_seconds[WARMUP:])
+
+
+def hf_trainer(prep, tok, data, steps: int, batch: int, precision: str) -> float:
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    from pipeline.bundle import new_model
+    from pipeline.train import tag_loss
+
+    lm = prep.label_map
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, labels=None, **_):
+            logits = self.inner(input_ids, attention_mask)
+            return {"loss": tag_loss(logits.float(), labels.float(), lm), "logits": logits}
+
+    class Clock(TrainerCallback):
+        ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kw):
+            self.ends.append(time.perf_counter())
+
+    ids, y = data["train"]
+    rows = [
+        {"input_ids": x, "attention_mask": [1] * len(x), "labels": y[i].astype("float32").tolist()}
+        for i, x in enumerate(ids)
+    ]
+    torch.manual_seed(0)
+    model, _ = new_model(None, lm)
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as d:
+        args = TrainingArguments(
+            output_dir=d,
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            learning_rate=1e-4,
+            warmup_steps=max(1, int(0.06 * steps)),
+            weight_decay=0.01,
+            bf16=precision == "bf16",
+            use_cpu=not torch.cuda.is_available(),
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            dataloader_num_workers=0,
+            seed=13,
+            disable_tqdm=True,
+        )
+        Trainer(
+            model=Wrapped(model),
+            args=args,
+            train_dataset=rows,
+            data_collator=DataCollatorWithPadding(tok),
+            callbacks=[clock],
+        ).train()
+    # step k's interval runs from the end of step k-1: it includes fetching and collating batch k
+    return batch * (steps - WARMUP) / (clock.ends[-1] - clock.ends[WARMUP - 1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    prep, tok, data = _data(args.steps * args.batch, args.max_length)
+    runs: dict[str, list[float]] = {"ours_bf16": [], "hf_trainer_bf16": [], "ours_fp32": []}
+    for _ in range(args.repeats):
+        runs["ours_bf16"].append(ours(prep, tok, data, args.steps, args.batch, "bf16"))
+        runs["hf_trainer_bf16"].append(hf_trainer(prep, tok, data, args.steps, args.batch, "bf16"))
+        runs["ours_fp32"].append(ours(prep, tok, data, args.steps, args.batch, "fp32"))
+        print({k: [round(v, 1) for v in vs] for k, vs in runs.items()}, flush=True)
+    best = {k: max(v) for k, v in runs.items()}
+    lengths = [len(x) for x in data["train"][0]]
+    result = {
+        "command": "nice -n 10 .venv/bin/python bench/bench_train_speed.py "
+        f"--steps {args.steps} --batch {args.batch} --max-length {args.max_length} --repeats {args.repeats}",
+        "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads (no GPU lent)",
+        "steps": args.steps,
+        "batch": args.batch,
+        "max_length": args.max_length,
+        "mean_tokens_per_text": sum(lengths) / len(lengths),
+        "max_tokens": max(lengths),
+        "samples_per_s": runs,
+        "best_samples_per_s": best,
+        "speedup_vs_hf_trainer_bf16": best["ours_bf16"] / best["hf_trainer_bf16"],
+        "bf16_over_fp32": best["ours_bf16"] / best["ours_fp32"],
+        "target_speedup": 1.2,
+    }
+    print(save("train_speed", result))
+    print({k: result[k] for k in ("best_samples_per_s", "speedup_vs_hf_trainer_bf16", "bf16_over_fp32")})
+
+
+if __name__ == "__main__":
+    main()

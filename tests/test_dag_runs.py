@@ -1,0 +1,164 @@
+"""DAG tests, level 3: real ``dag.test()`` runs against real Postgres, MLflow store and tritonserver on a tiny
+Myntra slice: a failing validation stops before training; a model the gate rejects deploys nothing; the happy
+path deploys to Triton and passes the smoke test; then the batch-tagging DAG tags every product exactly once."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from helpers.data import myntra_slice
+from helpers.fixtures_train import TINY_OPTIONS
+
+from pipeline import airflow_local, registry
+from pipeline.settings import Settings, get_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _policy(path, **floors) -> str:
+    path.write_text(yaml.safe_dump({"name": path.stem, "review": "auto", "floors": floors}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dag_env(fresh_database, serving_settings, triton, tmp_path_factory):
+    """TAGGER_* environment for the DAG tasks (they read settings from the environment, like in production)."""
+    from pipeline.taglib import ensure_schema
+
+    root = tmp_path_factory.mktemp("dags")
+    env = {
+        "TAGGER_HOME": str(root / "home"),
+        "TAGGER_DATABASE_URL": fresh_database("dag"),
+        "TAGGER_MLFLOW_TRACKING_URI": fresh_database("dagml"),
+        "TAGGER_MLFLOW_ARTIFACT_LOCATION": (root / "mlartifacts").as_uri(),
+        "TAGGER_REGISTERED_MODEL_NAME": "dag-tagger",
+        "TAGGER_TRITON_GRPC_URL": serving_settings.triton_grpc_url,
+        "TAGGER_TRITON_HTTP_URL": serving_settings.triton_http_url,
+        "TAGGER_TRITON_MODEL_REPOSITORY": str(serving_settings.model_repository),
+        "TAGGER_TRITON_MODEL_NAME": "dag_tagger",  # same server as the serving tests, its own model
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        settings = get_settings()
+        ensure_schema(settings)
+        airflow_local.prepare(settings)
+        yield {"settings": settings, "root": root, "mp": mp}
+    get_settings.cache_clear()
+
+
+def _run(dag_env, dag_id: str, conf: dict, policy: str | None = None) -> dict:
+    if policy:
+        dag_env["mp"].setenv("TAGGER_GATE_POLICY", policy)
+    get_settings.cache_clear()
+    return airflow_local.run_dag(get_settings(), dag_id, conf)
+
+
+def test_failing_validation_stops_before_training(dag_env):
+    header_only = dag_env["root"] / "header.csv"
+    header_only.write_text(myntra_slice(dag_env["root"] / "tmp.csv", 0).read_text())
+    res = _run(dag_env, "tagger_retrain", {"source": str(header_only), "spec": "myntra", "train": TINY_OPTIONS})
+    assert res["state"] == "failed"
+    assert res["tasks"]["validate"] == "failed"
+    assert res["tasks"]["train"] == "upstream_failed"
+    assert res["tasks"]["deploy"] == "upstream_failed"
+
+
+@pytest.fixture(scope="module")
+def catalog(dag_env):
+    return myntra_slice(dag_env["root"] / "myntra_240.csv", 240)
+
+
+def test_rejected_model_deploys_nothing_then_approved_one_serves(dag_env, catalog):
+    settings: Settings = dag_env["settings"]
+    conf = {"source": str(catalog), "spec": "myntra", "train": TINY_OPTIONS}
+
+    strict = _policy(dag_env["root"] / "strict.yaml", micro_f1=0.999)
+    res = _run(dag_env, "tagger_retrain", conf, strict)
+    assert res["tasks"]["train"] == "success" and res["tasks"]["register"] == "success"
+    assert res["tasks"]["gate"] == "failed"
+    assert res["tasks"]["deploy"] == "upstream_failed" and res["state"] == "failed"
+    assert registry.get_alias(settings, registry.CHAMPION) is None
+    assert not (settings.model_repository / "dag_tagger").exists()  # nothing was deployed
+
+    # Same snapshot, same options: the rerun reuses the training run and the registry version (idempotent),
+    # and a lenient policy approves it; deploy + smoke test go through the real tritonserver.
+    lenient = _policy(dag_env["root"] / "lenient.yaml", micro_f1=0.0)
+    res = _run(dag_env, "tagger_retrain", conf, lenient)
+    assert res["state"] == "success", res
+    assert set(res["tasks"].values()) == {"success"}
+    versions = registry.list_versions(settings)
+    assert len(versions) == 1  # no duplicate registry version
+    champion = registry.get_alias(settings, registry.CHAMPION)
+    assert champion == int(versions[0]["version"])
+    assert (settings.model_repository / "dag_tagger" / str(champion)).is_dir()
+
+    again = _run(dag_env, "tagger_retrain", conf, lenient)  # nothing changed: no retrain, no redeploy
+    assert again["state"] == "success"
+    assert len(registry.list_versions(settings)) == 1
+    moves = [h for h in registry.history(settings) if h.get("alias") == "champion"]
+    assert len(moves) == 1
+
+
+def test_batch_tag_dag_tags_every_product_once(dag_env, catalog):
+    from pipeline.importers import import_catalog
+
+    settings = dag_env["settings"]
+    import_catalog(settings, catalog, "myntra")
+    res = _run(dag_env, "tagger_batch_tag", {"batch_size": 64})
+    assert res["state"] == "success", res
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as conn:
+        tagged = conn.scalar(sa.text("select count(distinct product_pk) from product_tags where source='model'"))
+        versions = conn.execute(
+            sa.text("select distinct model_name, model_version from product_tags where source='model'")
+        ).all()
+        n_products = conn.scalar(sa.text("select count(*) from products"))
+    assert tagged == n_products == 240
+    assert versions == [("dag-tagger", registry.get_alias(settings, registry.CHAMPION))]
+    again = _run(dag_env, "tagger_batch_tag", {"batch_size": 64})  # watermark: nothing new to tag
+    assert again["state"] == "success"
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("select count(distinct product_pk) from product_tags where source='model'")) == 240
+    engine.dispose()
+
+
+class _DiesAfter:
+    """Fault injection: the real TaggerClient, but the process 'dies' before the (n+1)-th batch."""
+
+    def __init__(self, client, n: int):
+        self.client, self.n, self.calls = client, n, 0
+
+    def infer(self, texts):
+        self.calls += 1
+        if self.calls > self.n:
+            raise KeyboardInterrupt("killed midway")
+        return self.client.infer(texts)
+
+
+def test_batch_tagging_killed_midway_resumes_exactly_once(dag_env, catalog):
+    from pipeline.importers import import_catalog
+    from pipeline.tag_batch import tag_batch
+    from serving.client import TaggerClient
+
+    settings = dag_env["settings"]
+    import_catalog(settings, catalog, "myntra", catalog="killtest")
+    real = TaggerClient(settings.triton_grpc_url, settings.triton_model_name)
+    with pytest.raises(KeyboardInterrupt):
+        tag_batch(settings, catalog="killtest", batch_size=50, client=_DiesAfter(real, 2))
+    engine = sa.create_engine(settings.database_url)
+    count = sa.text(
+        "select count(distinct pt.product_pk) from product_tags pt join products p on p.id = pt.product_pk "
+        "where pt.source = 'model' and p.catalog = 'killtest'"
+    )
+    with engine.connect() as conn:
+        assert conn.scalar(count) == 100  # two committed batches; the third was rolled back
+    rest = tag_batch(settings, catalog="killtest", batch_size=50, client=real)
+    assert rest.products == 140  # only what was not done yet
+    with engine.connect() as conn:
+        assert conn.scalar(count) == 240
+    assert tag_batch(settings, catalog="killtest", batch_size=50, client=real).products == 0
+    real.close()
+    engine.dispose()

@@ -1,0 +1,66 @@
+"""The fit loop: a few steps lower the loss; an interrupted run resumes and ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers.data import myntra_slice
+
+from pipeline.bundle import new_model
+from pipeline.catalog import read_catalog
+from pipeline.dataset import collate, prepare
+from pipeline.errors import TrainingError
+from pipeline.spec import load_spec
+from pipeline.train import TrainOptions, fit, tag_loss, tokenize_splits
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+OPTS = dict(max_length=16, batch_size=8, epochs=3, max_steps=8, min_tag_count=2, precision="fp32", progress=False,
+            checkpoint_every=1000, lr=2e-4, head_lr=5e-3)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    spec = load_spec("myntra")
+    frame = read_catalog(myntra_slice(tmp_path_factory.mktemp("m") / "m.csv", 50), spec).frame
+    prep = prepare(frame, spec, min_tag_count=2)
+    _, tok = new_model(None, prep.label_map)
+    data = tokenize_splits(prep, tok, 16)
+    return prep, tok, data
+
+
+def _run(tiny, ckpt, **extra):
+    prep, tok, data = tiny
+    torch.manual_seed(13)
+    model, _ = new_model(None, prep.label_map)
+    state = fit(model, data, prep.label_map, TrainOptions(**OPTS | extra), pad_id=tok.pad_token_id,
+                device=torch.device("cpu"), bf16=False, checkpoint_dir=ckpt)  # fmt: skip
+    return model, state
+
+
+def _loss(model, tiny) -> float:
+    prep, tok, data = tiny
+    ids, y = data["train"]
+    model.eval()
+    with torch.no_grad():
+        input_ids, mask = collate(ids, tok.pad_token_id)
+        return float(tag_loss(model(input_ids, mask), torch.from_numpy(y.astype("float32")), prep.label_map))
+
+
+def test_a_few_steps_lower_the_loss_and_resume_matches(tiny, tmp_path):
+    prep, tok, data = tiny
+    torch.manual_seed(13)
+    fresh, _ = new_model(None, prep.label_map)
+    before = _loss(fresh, tiny)
+    full, full_state = _run(tiny, tmp_path / "a")
+    assert _loss(full, tiny) < 0.8 * before
+    assert full_state.step == 8 and full_state.epoch >= 1  # crosses an epoch boundary (~5 batches/epoch)
+
+    with pytest.raises(TrainingError, match="interrupted after step 3"):
+        _run(tiny, tmp_path / "b", stop_after_steps=3)
+    assert (tmp_path / "b" / "checkpoint.pt").exists()
+    resumed, state = _run(tiny, tmp_path / "b")
+    assert state.step == full_state.step and state.best_step == full_state.best_step
+    assert state.best_f1 == pytest.approx(full_state.best_f1)
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

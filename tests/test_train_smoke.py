@@ -1,0 +1,89 @@
+"""Smoke-train through the real entry point (tiny_bundle): the bundle, MLflow run, metrics and predictions."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+
+def test_bundle_has_contract_files_and_metrics(tiny_bundle):
+    p = tiny_bundle.path
+    for name in ("bundle.json", "encoder", "head.safetensors", "label_map.json", "thresholds.json",
+                 "metrics.json", "settings.json", "model_card.md", "plots/facet_f1.png",
+                 "plots/precision_recall.png", "plots/confusion_category.png"):  # fmt: skip
+        assert (p / name).exists(), name
+    metrics = json.loads((p / "metrics.json").read_text())
+    for block in ("model", "baseline"):
+        m = metrics[block]
+        assert {"micro_f1", "macro_f1", "precision_at_1", "ece", "facets", "tags"} <= set(m)
+        assert m["facets"]["gender"]["exclusive"] is True and 0 <= m["facets"]["gender"]["accuracy"] <= 1
+        assert {"precision", "recall", "f1", "support"} <= set(next(iter(m["tags"].values())))
+    assert metrics["test_digest"] == tiny_bundle.result.test_digest and len(metrics["test_digest"]) == 64
+    assert metrics["n_train"] > metrics["n_test"] > 0
+    meta = json.loads((p / "bundle.json").read_text())
+    for key in ("max_length", "text_fields", "encoder_source", "dataset_digest", "test_digest", "spec"):
+        assert key in meta, key
+    assert meta["max_length"] == 32 and meta["spec"] == "myntra"
+
+
+def test_loss_fell_and_quality_clears_a_floor(tiny_bundle):
+    m = tiny_bundle.result.metrics["model"]
+    # Majority-class guessing of the 5 facets scores ~0.45 micro-F1 on this slice; the tagger must beat it.
+    assert m["micro_f1"] > 0.55, m["micro_f1"]
+    assert m["facets"]["gender"]["accuracy"] > 0.6
+
+
+def test_run_is_in_mlflow_with_dataset_digest_metrics_and_artifacts(tiny_bundle):
+    from pipeline.tracking import client
+
+    c = client(tiny_bundle.settings)
+    run = c.get_run(tiny_bundle.result.run_id)
+    assert run.data.tags["dataset_digest"] == tiny_bundle.result.dataset_digest
+    assert run.data.tags["test_digest"] == tiny_bundle.result.test_digest
+    assert "test_micro_f1" in run.data.metrics and "baseline_test_micro_f1" in run.data.metrics
+    assert len(c.get_metric_history(run.info.run_id, "val_micro_f1")) >= 1
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == tiny_bundle.result.dataset_digest[:32]
+    top = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"bundle", "plots", "model_card.md", "metrics.json"} <= top
+    bundle_files = {a.path for a in c.list_artifacts(run.info.run_id, "bundle")}
+    assert "bundle/head.safetensors" in bundle_files
+    assert mlflow.get_tracking_uri()
+
+
+def test_bundle_predictions_are_hierarchy_consistent(tiny_bundle):
+    from pipeline.bundle import load_bundle
+
+    b = load_bundle(tiny_bundle.path)
+    preds = b.predict(["Nike Men Black Running Shoes", "Puma Women Blue Printed T-shirt", "Titan Men Watch"])
+    for tags in preds:
+        slugs = {t["slug"] for t in tags}
+        facets = [t["facet"] for t in tags if t["slug"] in b.label_map.slugs]
+        assert len(facets) == len(set(facets)), "an exclusive facet got two values"
+        for s in slugs:
+            for anc in b.label_map.ancestors.get(s, ()):
+                assert anc in slugs, f"{s} predicted without its ancestor {anc}"
+    assert any(t["slug"] == "gender:male" for t in preds[0])
+
+
+def test_product1m_trains_through_its_spec(tmp_path, settings):
+    """Chinese titles, multi-valued brand/product_type facets: same code, per-tag thresholds calibrated."""
+    from helpers.data import product1m_slice
+
+    from pipeline.bundle import load_bundle
+    from pipeline.train import TrainOptions, train
+
+    src = product1m_slice(tmp_path / "p1m.txt", 200)
+    opts = TrainOptions(max_length=40, batch_size=16, epochs=1, max_steps=6, min_tag_count=3, progress=False)
+    result = train(str(src), "product1m", settings, opts)
+    facets = result.metrics["model"]["facets"]
+    assert set(facets) == {"brand", "product_type"} and not facets["brand"]["exclusive"]
+    b = load_bundle(result.bundle_path)
+    assert b.meta["spec"] == "product1m" and b.meta["locale"] == "zh"
+    multi = [i for f in b.label_map.facets for i in range(f.start, f.end) if not f.exclusive]
+    assert len(multi) == len(b.label_map) and all(0.0 < b.thresholds[i] < 1.0 for i in multi)
+    assert isinstance(b.predict(["兰蔻小黑瓶精华肌底液"])[0], list)
