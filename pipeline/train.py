@@ -393,7 +393,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps({"run_id": run_id}))
         if resume_id is None:
-            _log_start(mlflow, prep, spec_obj, source_uri, options, device, bf16, encoder)
+            _log_start(mlflow, prep, spec_obj, source_uri, options, device, bf16, encoder, settings)
         log.info("training on %s (%s), run %s", device, "bf16 autocast" if bf16 else "fp32", run_id)
         state = fit(
             model,
@@ -426,7 +426,14 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     return result
 
 
-def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder) -> None:
+def _resolvable(source_uri: str, settings) -> str:
+    if source_uri.startswith("snapshot:"):
+        snap = source_uri.removeprefix("snapshot:")
+        return (settings.home_dir / "snapshots" / snap / "accepted.parquet").as_uri()
+    return source_uri
+
+
+def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder, settings) -> None:
     from pipeline.bundle import default_encoder_path
 
     sizes = prep.frame["split"].value_counts().to_dict()
@@ -444,7 +451,11 @@ def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder) -
     mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
     mlflow.set_tags({"dataset_digest": prep.dataset_digest, "test_digest": prep.test_digest, "spec": spec.name})
     df = prep.frame[["product_id", "title", "text", "split"]].assign(tags=prep.frame["tags"].map("|".join))
-    ds = mlflow.data.from_pandas(df, source=source_uri, name=f"{spec.name}-catalog", digest=prep.dataset_digest[:32])
+    # MLflow resolves the source string: give it a path/URI it knows (a snapshot's accepted Parquet file).
+    mlflow.set_tag("source", source_uri)
+    ds = mlflow.data.from_pandas(
+        df, source=_resolvable(source_uri, settings), name=f"{spec.name}-catalog", digest=prep.dataset_digest[:32]
+    )
     mlflow.log_input(ds, context="training")
 
 

@@ -159,18 +159,50 @@ def _unload_and_wait(client, name: str, headers: dict | None = None, timeout: fl
         log.warning("could not unload %s: %s", name, exc)
 
 
+def replica_urls(grpc_url: str) -> list[str]:
+    """Every address behind the gRPC host (a headless Service has one per ready replica), else the URL itself."""
+    import socket
+
+    host, _, port = grpc_url.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return [grpc_url]
+    import ipaddress
+
+    # loopback names (localhost -> 127.0.0.1 and ::1) are one local server, not replicas
+    addrs = sorted({i[4][0] for i in infos if not ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback})
+    if len(addrs) <= 1:
+        return [grpc_url]
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addrs]
+
+
+def _load_everywhere(settings: Settings, client, name: str, what: str) -> None:
+    """Load on the configured endpoint and on every other replica behind its host name."""
+    import tritonclient.grpc as grpcclient
+
+    _load(client, name, what, _headers(settings))
+    others = [u for u in replica_urls(settings.triton_grpc_url) if u != settings.triton_grpc_url]
+    for url in others:
+        replica = grpcclient.InferenceServerClient(url)
+        try:
+            _load(replica, name, f"{what} (replica {url})", _headers(settings))
+        finally:
+            replica.close()
+
+
 def _swap(settings: Settings, client, versions: list[int], what: str) -> None:
     repo, name = settings.model_repository, settings.triton_model_name
     old = _policy(repo, name)
     kw = dict(registered_name=settings.registered_model_name, gpu=_gpu(settings))
     repository.write_config(repo, name, versions, **kw)
     try:
-        _load(client, name, what, _headers(settings))
+        _load_everywhere(settings, client, name, what)
     except DeployError:
         if old:
             repository.write_config(repo, name, old, **kw)
             try:
-                client.load_model(name, headers=_headers(settings), client_timeout=300)
+                _load_everywhere(settings, client, name, f"restore versions {old}")
             except Exception as exc:
                 log.error("restoring versions %s of %s failed too: %s", old, name, exc)
         raise

@@ -16,7 +16,12 @@ from pipeline.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))  # `helpers` is importable from every test module
 
-pytest_plugins: list[str] = ["helpers.fixtures_train", "helpers.fixtures_registry", "helpers.fixtures_validate", "helpers.fixtures_serving"]
+pytest_plugins: list[str] = [
+    "helpers.fixtures_train",
+    "helpers.fixtures_registry",
+    "helpers.fixtures_validate",
+    "helpers.fixtures_serving",
+]
 
 MACHINE_PG = os.environ.get("TAGGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

@@ -112,3 +112,21 @@ def test_deploy_without_server_says_what_to_do(serving_settings, versions):
     down = serving_settings.model_copy(update={"triton_grpc_url": f"127.0.0.1:{free_port()}"})
     with pytest.raises(DeployError, match="is not ready; start it with `tagger serve`"):
         deploy(down, versions[1], actor="test")
+
+
+@pytest.mark.unit
+def test_deploy_reaches_every_replica_behind_a_headless_service(monkeypatch):
+    """A headless Service resolves to one address per ready replica: deploy loads on each of them."""
+    import socket
+
+    from serving.deploy import replica_urls
+
+    fake = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 8001)) for ip in ("10.1.0.7", "10.1.0.5", "10.1.0.5")]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: fake)
+    assert replica_urls("triton-replicas.catalog-tagger.svc:8001") == ["10.1.0.5:8001", "10.1.0.7:8001"]
+    loop = [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 8001, 0, 0)),
+        (socket.AF_INET, 1, 6, "", ("127.0.0.1", 8001)),
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: loop)
+    assert replica_urls("localhost:8001") == ["localhost:8001"]  # one local server, not two replicas

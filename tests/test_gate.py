@@ -22,7 +22,8 @@ def test_shipped_policies_load():
     assert default["name"] == "default" and default["review"] == "auto"
     assert manual["name"] == "manual" and manual["review"] == "manual"
     assert default["floors"]["micro_f1"] == manual["floors"]["micro_f1"] == 0.5
-    assert {p.stem for p in POLICY_DIR.glob("*.yaml")} == {"default", "manual"}
+    assert {p.stem for p in POLICY_DIR.glob("*.yaml")} == {"default", "manual", "demo"}
+    assert load_policy("demo")["baseline_margin"]["micro_f1"] < 0  # the demo lets a model trail the baseline
 
 
 def test_no_champion_floors_decide(policy):
@@ -77,7 +78,7 @@ def test_manual_review_turns_approve_into_needs_review():
 
 def test_bad_policies_are_named(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"gate policy 'strict' not found; give a YAML path or one of: default, manual"
+        ConfigError, match=r"gate policy 'strict' not found; give a YAML path or one of: default, demo, manual"
     ):
         load_policy("strict")
     path = tmp_path / "p.yaml"

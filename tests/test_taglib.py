@@ -54,7 +54,9 @@ def test_shopify_import_has_hierarchy_and_both_languages(shopify_db):
             sa.text("select p.slug from tags t join tags p on p.id = t.parent_id where t.slug = 'category:aa-1-13'")
         )
         assert parent == "category:aa-1"
-        n_cat = conn.scalar(sa.text("select count(*) from tags t join facets f on f.id=t.facet_id where f.slug='category'"))
+        n_cat = conn.scalar(
+            sa.text("select count(*) from tags t join facets f on f.id=t.facet_id where f.slug='category'")
+        )
         assert n_cat == 10595
         exclusive = dict(conn.execute(sa.text("select slug, exclusive from facets")).all())
         assert exclusive["category"] and exclusive["gender"] and not exclusive["color"]
@@ -78,7 +80,9 @@ def test_catalog_import_maps_onto_library_and_is_idempotent(shopify_db, tmp_path
         assert status == "active"
         # "Navy Blue" is not in the library: a candidate of the right facet
         row = conn.execute(
-            sa.text("select t.status, f.slug from tags t join facets f on f.id=t.facet_id where t.slug='color:navy-blue'")
+            sa.text(
+                "select t.status, f.slug from tags t join facets f on f.id=t.facet_id where t.slug='color:navy-blue'"
+            )
         ).one()
         assert tuple(row) == ("candidate", "color")
         stamp = conn.scalar(sa.text("select max(updated_at) from products"))
@@ -151,7 +155,10 @@ def test_cli_reports_bad_spec_without_traceback(tmp_path):
     env = {"TAGGER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "catalog", "import", "x.csv", "--spec", "nope"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "unknown dataset spec 'nope'" in out.stderr and "Traceback" not in out.stderr
