@@ -162,12 +162,8 @@ def status(settings: Settings) -> list[ServiceInfo]:
             "configured",
         )
     )
-    try:
-        from serving.server import server_state  # local import: serving is optional for the pipeline
+    from serving.server import server_state  # local import: keeps `tagger --help` light
 
-        triton_state = server_state(settings)
-    except ImportError as exc:
-        triton_state = f"unknown ({exc})"
     infos.append(
         ServiceInfo(
             "triton",

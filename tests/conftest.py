@@ -42,7 +42,7 @@ def pg_server_url(tmp_path_factory) -> str:
     """Base URL (database ``postgres``) of a real PostgreSQL: the machine's service, else an embedded one."""
     if _machine_pg_up():
         return MACHINE_PG
-    from pipeline.services import _start_embedded, _as_sqlalchemy
+    from pipeline.services import _as_sqlalchemy, _start_embedded
 
     return _as_sqlalchemy(_start_embedded(str(tmp_path_factory.mktemp("pgdata"))))
 

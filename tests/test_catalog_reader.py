@@ -7,8 +7,8 @@ import zipfile
 
 import pandas as pd
 import pytest
-
 from helpers.data import MYNTRA_ZIP, myntra_rows_with_commas, myntra_slice, product1m_slice
+
 from pipeline.catalog import category_slug, parent_of, read_catalog, slugify
 from pipeline.errors import CatalogError, SpecError
 from pipeline.spec import load_spec, parse_spec

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-
 from helpers.data import SHOPIFY, myntra_slice, product1m_slice
+
 from pipeline import migrate, taglib
 from pipeline.errors import CatalogError
 from pipeline.importers import import_catalog, import_shopify
