@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import typer
 from rich.table import Table
@@ -33,32 +34,41 @@ def _held_out(settings, k: int) -> list[dict]:
     return picks[["product_id", "title", "tags"]].to_dict("records")
 
 
+def _deepest(slugs: list[str]) -> dict[str, str]:
+    """facet -> most specific slug (a category leaf rather than its ancestors)."""
+    out: dict[str, str] = {}
+    for slug in slugs:
+        facet = slug.split(":", 1)[0]
+        if facet not in out or slug.count("/") > out[facet].count("/"):
+            out[facet] = slug
+    return out
+
+
 def _show_predictions(console, settings, examples: list[dict]) -> None:
     from pipeline import taglib
     from pipeline.services import get_engine
     from serving.client import TaggerClient
 
-    with get_engine(settings).connect() as conn:
-        slugs = {s for e in examples for s in e["tags"]}
-        zh = taglib.names(conn, list(slugs), "zh")
-    with TaggerClient(settings.triton_grpc_url, settings.triton_model_name, names=None) as client:
+    with TaggerClient(settings.triton_grpc_url, settings.triton_model_name) as client:
         result = client.infer([e["title"] for e in examples])
-    table = Table(title=f"Held-out products tagged by Triton ({result.model_uris[0]})", show_lines=True)
-    table.add_column("title", max_width=38)
-    table.add_column("human tags", max_width=34)
-    table.add_column("model tags (score)", max_width=44)
+    with get_engine(settings).connect() as conn:
+        slugs = {s for e in examples for s in e["tags"]} | {t["slug"] for ts in result.tags for t in ts}
+        zh = taglib.names(conn, list(slugs), "zh")
+    console.print(f"served by [bold]{result.model_uris[0]}[/]; [green]✓[/] = the human tag, [red]✗[/] = differs")
     for e, tags in zip(examples, result.tags, strict=True):
-        human = set(e["tags"])
-        pred = "\n".join(
-            f"{'[green]' if t['slug'] in human else '[red]'}{t['slug']}[/] {t['score']:.2f}"
-            + (f" {zh[t['slug']]}" if zh.get(t["slug"], t["slug"]) != t["slug"] else "")
-            for t in tags
-        )
-        table.add_row(e["title"], "\n".join(sorted(human)), pred)
-    console.print(table)
-    console.print(
-        "[green]green[/]: matches the human tag; [red]red[/]: differs (or is an ancestor the human set omits)"
-    )
+        human = _deepest(e["tags"])
+        model = _deepest([t["slug"] for t in tags])
+        score = {t["slug"]: t["score"] for t in tags}
+        table = Table(title=f"[bold]{e['title']}[/]", title_justify="left", box=None, pad_edge=False)
+        for col in ("facet", "human tag", "model tag", "score", "name (zh)"):
+            table.add_column(col)
+        for facet in sorted(set(human) | set(model)):
+            h, m = human.get(facet, "—"), model.get(facet, "—")
+            ok = "[green]✓[/]" if h == m else "[red]✗[/]"
+            name = zh.get(m, "") if zh.get(m, m) != m else ""
+            value = lambda slug: slug.split(":", 1)[-1]  # noqa: E731
+            table.add_row(facet, value(h), f"{ok} {value(m)}", f"{score.get(m, 0):.2f}" if m in score else "", name)
+        console.print(table)
 
 
 def demo(
@@ -75,6 +85,9 @@ def demo(
     from pipeline.settings import get_settings
 
     t0 = time.perf_counter()
+    # Library warnings (ONNX tracing, Airflow serializers, MLflow) would bury the demo's own output.
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if not os.environ.get("TAGGER_GATE_POLICY"):
         # The demo trains for minutes on a slice: gate it with the demo policy (see pipeline/policies/demo.yaml).
         os.environ["TAGGER_GATE_POLICY"] = "demo"
