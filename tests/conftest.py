@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline import migrate
 from pipeline.services import ensure_database_exists
 from pipeline.settings import Settings
 
@@ -71,11 +70,9 @@ def fresh_database(pg_server_url):
 @pytest.fixture(scope="session")
 def session_db_url(fresh_database) -> str:
     """One migrated tag-library database shared by the session (tests must not assume it is empty)."""
-    url = fresh_database("tagger")
-    eng = sa.create_engine(url)
-    migrate.upgrade(eng)
-    eng.dispose()
-    return url
+    from helpers.db import migrated_database
+
+    return migrated_database(fresh_database, "tagger")
 
 
 @pytest.fixture(scope="session")

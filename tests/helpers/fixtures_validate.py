@@ -10,18 +10,16 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from pipeline import db, migrate
+from pipeline import db
 from pipeline.settings import Settings
 from pipeline.spec import load_spec
 
 
 @pytest.fixture(scope="session")
 def validate_db_url(fresh_database) -> str:
-    url = fresh_database("validate")
-    eng = sa.create_engine(url)
-    migrate.upgrade(eng)
-    eng.dispose()
-    return url
+    from helpers.db import migrated_database
+
+    return migrated_database(fresh_database, "validate")
 
 
 @pytest.fixture
