@@ -426,6 +426,19 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     return result
 
 
+TEST_SPLIT_FILE = "test_split.jsonl"
+
+
+def write_test_split(bundle: Path, prep) -> Path:
+    """The frozen test split (model text + human tags) inside the bundle: what serving checks int8 against."""
+    test = prep.part("test")
+    path = Path(bundle) / TEST_SPLIT_FILE
+    with path.open("w", encoding="utf-8") as f:
+        for text, tags in zip(test["text"], test["tags"], strict=True):
+            f.write(json.dumps({"text": text, "tags": list(tags)}, ensure_ascii=False) + "\n")
+    return path
+
+
 def _resolvable(source_uri: str, settings) -> str:
     if source_uri.startswith("snapshot:"):
         snap = source_uri.removeprefix("snapshot:")
@@ -513,6 +526,7 @@ def finish_run(
     }
     bundle = save_bundle(settings.bundles_dir / run_id, model.cpu(), tokenizer, lm, thresholds, meta)
     (bundle / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+    write_test_split(bundle, prep)
     (bundle / "settings.json").write_text(json.dumps(settings.resolved(), indent=1, default=str))
     card = model_card.render(
         meta=meta, metrics=metrics, dropped=prep.dropped, history=state.history, options=asdict(options)

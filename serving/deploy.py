@@ -110,7 +110,8 @@ def _ensure_version(settings: Settings, version: int) -> Path:
         return vdir
     try:
         bundle = registry.bundle_for_version(settings, version)
-        return repository.build_version(bundle, repo, name, version, uri, gpu=_gpu(settings))
+        quantize = settings.triton_int8 and not _gpu(settings)  # int8 dynamic quantisation is a CPU speed-up
+        return repository.build_version(bundle, repo, name, version, uri, gpu=_gpu(settings), quantize=quantize)
     except TaggerError as exc:
         raise DeployError(f"building the Triton version {version} from {uri} failed: {exc}") from exc
 

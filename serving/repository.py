@@ -37,6 +37,15 @@ def labels_source() -> Path:
     return Path(pipeline.labels.__file__)
 
 
+def frozen_test_split(bundle_path: Path, limit: int = 1000) -> tuple[list[str] | None, list[list[str]] | None]:
+    """(texts, tag slugs) of the bundle's frozen test split (``test_split.jsonl``), or (None, None)."""
+    path = Path(bundle_path) / "test_split.jsonl"
+    if not path.exists():
+        return None, None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:limit] if line.strip()]
+    return [r["text"] for r in rows], [r["tags"] for r in rows]
+
+
 def build_version(
     bundle_path: str | Path,
     repo_dir: str | Path,
@@ -67,7 +76,10 @@ def build_version(
     tmp.mkdir(parents=True)
     try:
         texts = parity_texts or sample_titles(32)
-        res = export_onnx(bundle_path, tmp / "onnx", parity_texts=texts, quantize=quantize)
+        test_texts, test_tags = frozen_test_split(bundle_path) if quantize else (None, None)
+        res = export_onnx(
+            bundle_path, tmp / "onnx", parity_texts=texts, quantize=quantize, test_texts=test_texts, test_tags=test_tags
+        )
         onnx_file = Path(res.onnx_path).name
         (tmp / "onnx" / onnx_file).replace(tmp / onnx_file)
         shutil.rmtree(tmp / "onnx")

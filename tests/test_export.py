@@ -78,3 +78,23 @@ def test_golden_bundle_answers_its_golden_examples_in_pytorch(golden_bundle):
     preds = load_bundle(golden_bundle(6.0)).predict([g["text"] for g in GOLDEN])
     for g, p in zip(GOLDEN, preds, strict=True):
         assert sorted(t["slug"] for t in p) == sorted(g["expected"]), g["text"]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_int8_is_served_only_within_half_an_f1_point_on_the_frozen_test_split(tiny_bundle, tmp_path):
+    """A trained bundle carries its frozen test split; the int8 decision is made on it and recorded."""
+    import json
+
+    from serving.export import export_onnx
+    from serving.repository import frozen_test_split
+    from serving.smoke import sample_titles
+
+    texts, tags = frozen_test_split(tiny_bundle.path)
+    metrics = json.loads((tiny_bundle.path / "metrics.json").read_text())
+    assert texts and len(texts) == len(tags) == metrics["n_test"]
+    res = export_onnx(tiny_bundle.path, tmp_path, parity_texts=sample_titles(8), quantize=True,
+                      test_texts=texts, test_tags=tags)  # fmt: skip
+    assert res.f1_fp32 is not None and res.f1_int8 is not None
+    assert res.int8_kept == ((res.f1_fp32 - res.f1_int8) * 100 <= 0.5)
+    assert res.onnx_path.endswith("model.int8.onnx" if res.int8_kept else "model.onnx")
