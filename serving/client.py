@@ -125,6 +125,22 @@ class TaggerClient:
             + ("; is the Triton server running (`tagger serve`)?" if _unavailable(exc) else "")
         )
 
+    def _call_kwargs(self, outputs, params: dict) -> dict:
+        return {
+            "model_version": self.model_version,
+            "outputs": outputs,
+            "parameters": params or None,
+            "client_timeout": self.timeout,
+        }
+
+    def _backoff(self, exc: Exception, attempt: int, n: int) -> float:
+        """Seconds to wait before the next try; raises ServingError when the error or the attempt is final."""
+        if not _unavailable(exc) or attempt == self.retries:
+            raise self._error(exc, n) from exc
+        delay = self.backoff * 2**attempt
+        log.warning("Triton unavailable (%s); retry %d in %.2f s", exc, attempt + 1, delay)
+        return delay
+
     def _decode(self, result) -> TagResult:
         tags = [json.loads(t[0]) for t in result.as_numpy("TAGS")]
         uris = [u[0].decode() for u in result.as_numpy("MODEL_URI")]
@@ -150,21 +166,10 @@ class TaggerClient:
         inputs, outputs = _inputs(grpcclient, chunk)
         for attempt in range(self.retries + 1):
             try:
-                r = self._client().infer(
-                    self.model_name,
-                    inputs,
-                    model_version=self.model_version,
-                    outputs=outputs,
-                    parameters=params or None,
-                    client_timeout=self.timeout,
-                )
+                r = self._client().infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
                 return self._decode(r)
             except Exception as exc:
-                if not _unavailable(exc) or attempt == self.retries:
-                    raise self._error(exc, len(chunk)) from exc
-                delay = self.backoff * 2**attempt
-                log.warning("Triton unavailable (%s); retry %d in %.2f s", exc, attempt + 1, delay)
-                time.sleep(delay)
+                time.sleep(self._backoff(exc, attempt, len(chunk)))
         raise AssertionError("unreachable")
 
     def infer(self, texts: Sequence[str | bytes], top_k: int | None = None, locale: str | None = None) -> TagResult:
@@ -192,19 +197,10 @@ class TaggerClient:
         inputs, outputs = _inputs(aiogrpc, chunk)
         for attempt in range(self.retries + 1):
             try:
-                r = await self._aio.infer(
-                    self.model_name,
-                    inputs,
-                    model_version=self.model_version,
-                    outputs=outputs,
-                    parameters=params or None,
-                    client_timeout=self.timeout,
-                )
+                r = await self._aio.infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
                 return self._decode(r)
             except Exception as exc:
-                if not _unavailable(exc) or attempt == self.retries:
-                    raise self._error(exc, len(chunk)) from exc
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(self._backoff(exc, attempt, len(chunk)))
         raise AssertionError("unreachable")
 
     async def ainfer(self, texts, top_k: int | None = None, locale: str | None = None) -> TagResult:
