@@ -41,8 +41,10 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
+    import atexit
+
     import torch
-    from common import scratch_settings
+    from common import drop_database, scratch_settings
 
     from pipeline.baseline import fit_baseline
     from pipeline.bundle import load_bundle
@@ -56,6 +58,8 @@ def main() -> None:
     setup_logging()
     torch.set_num_threads(os.cpu_count() or 1)
     settings = scratch_settings(f"bench_quality_{args.spec}")
+    for url in (settings.database_url, settings.mlflow_tracking_uri):  # scratch databases go when the bench ends
+        atexit.register(drop_database, url)
     source = args.source or default_source(args.spec, settings)
     opts = TrainOptions(
         epochs=args.epochs,
