@@ -50,10 +50,10 @@ def main() -> None:
     from pipeline.bundle import load_bundle
     from pipeline.cli import setup_logging
     from pipeline.commands.train import default_source
-    from pipeline.dataset import load_source, prepare
+    from pipeline.dataset import load_source
     from pipeline.evaluate import bootstrap_ci, micro_f1, score
     from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, _exclusive_mask, train
+    from pipeline.train import TrainOptions, _exclusive_mask, prepare_data, train
 
     setup_logging()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -76,14 +76,7 @@ def main() -> None:
     # re-score: tagger bundle and a baseline refitted on the same training rows, on the whole frozen test split
     spec = load_spec(args.spec)
     frame, _ = load_source(source, spec, settings)
-    prep = prepare(
-        frame,
-        spec,
-        min_tag_count=opts.min_tag_count,
-        max_rows=opts.max_rows,
-        max_train_rows=opts.max_train_rows,
-        sample_seed=opts.seed,
-    )
+    prep = prepare_data(frame, spec, opts)
     assert prep.test_digest == result.test_digest
     bundle = load_bundle(result.bundle_path)
     lm, test = bundle.label_map, prep.part("test")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from pipeline import taglib
 from pipeline.catalog import CatalogRead, read_catalog, tag_slug
-from pipeline.errors import CatalogError, TagLibraryError
+from pipeline.errors import CatalogError
 from pipeline.settings import Settings
 from pipeline.spec import DatasetSpec, load_spec
 
@@ -390,9 +390,3 @@ def import_catalog(
         res.seconds,
     )
     return res
-
-
-def ensure_known_facets(conn: sa.Connection, facets: list[str]) -> None:
-    missing = sorted(set(facets) - set(taglib.facet_ids(conn)))
-    if missing:
-        raise TagLibraryError(f"facets {missing} are not in the tag library; import a taxonomy or catalog first")

@@ -346,6 +346,21 @@ def tokenize_splits(prep, tokenizer, max_length: int) -> dict[str, tuple[list[li
 
 
 # ---- the entry point ---------------------------------------------------------------------------------------------
+def prepare_data(frame, spec, options: TrainOptions):
+    """Splits, label map and texts exactly as ``train`` builds them (benchmarks re-derive the same test split)."""
+    from pipeline.dataset import prepare
+
+    return prepare(
+        frame,
+        spec,
+        min_tag_count=options.min_tag_count,
+        split_seed=options.split_seed,
+        max_rows=options.max_rows,
+        max_train_rows=options.max_train_rows,
+        sample_seed=options.seed,
+    )
+
+
 def train(source, spec, settings, options: TrainOptions | None = None) -> TrainResult:
     """Train a tagger on ``source`` (catalog path or snapshot id) read through ``spec``; see the module doc.
 
@@ -357,7 +372,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     import mlflow
 
     from pipeline.bundle import new_model
-    from pipeline.dataset import load_source, prepare
+    from pipeline.dataset import load_source
     from pipeline.spec import DatasetSpec, load_spec
     from pipeline.tracking import configure
 
@@ -365,15 +380,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     # 1. data
     frame, source_uri = load_source(source, spec_obj, settings)
-    prep = prepare(
-        frame,
-        spec_obj,
-        min_tag_count=options.min_tag_count,
-        split_seed=options.split_seed,
-        max_rows=options.max_rows,
-        max_train_rows=options.max_train_rows,
-        sample_seed=options.seed,
-    )
+    prep = prepare_data(frame, spec_obj, options)
     # 2. model
     encoder = options.encoder or settings.encoder
     torch.manual_seed(options.seed)
