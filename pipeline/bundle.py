@@ -7,11 +7,13 @@ Layout (no pickle anywhere)::
       encoder/           Hugging Face encoder (config + safetensors) and its tokenizer files
       head.safetensors   {"weight": [N, H], "bias": [N]}: one logit per tag
       label_map.json     tag slug <-> index, facet slices, ancestors (see pipeline.labels)
-      thresholds.json    {"thresholds": [N floats]}; per tag, calibrated on the validation split
+      thresholds.json    {"thresholds": [N floats]}; per tag, calibrated on the validation split (fused scores)
+      tfidf.json, tfidf.npz  the TF-IDF half of the hybrid (pipeline.tfidf); absent: encoder only
       metrics.json, settings.json, model_card.md, plots/*.png   written by training/evaluation
 
 ``TaggerModel`` = encoder -> masked mean pooling -> dropout -> linear head. Mean pooling matches how
-all-MiniLM-L6-v2 was pretrained, so the head starts from a good sentence embedding.
+all-MiniLM-L6-v2 was pretrained, so the head starts from a good sentence embedding. The served score of a tag
+is the encoder's probability fused per facet with the TF-IDF linear model's (``Bundle.scores``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.errors import BundleError
-from pipeline.labels import LabelMap, postprocess
+from pipeline.labels import LabelMap, postprocess_scores, probabilities
+from pipeline.tfidf import ARRAYS_FILE as TFIDF_ARRAYS
+from pipeline.tfidf import CONFIG_FILE as TFIDF_CONFIG
+from pipeline.tfidf import TfidfScorer
 
 BUNDLE_FORMAT = 1
 DEFAULT_MAX_LENGTH = 64
@@ -63,6 +68,7 @@ class Bundle:
     label_map: LabelMap
     thresholds: np.ndarray
     meta: dict
+    tfidf: TfidfScorer | None = None
 
     @property
     def max_length(self) -> int:
@@ -85,8 +91,14 @@ class Bundle:
             return np.zeros((0, len(self.label_map)), dtype=np.float32)
         return np.concatenate(out)
 
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """[B, N] served scores: encoder probabilities, fused with the TF-IDF half when the bundle has one."""
+        if self.tfidf is None:
+            return probabilities(self.logits(texts), self.label_map)
+        return self.tfidf.fuse(self.logits(texts), self.tfidf.decision(texts), self.label_map)
+
     def predict(self, texts: list[str], top_k: int | None = None) -> list[list[dict]]:
-        return postprocess(self.logits(texts), self.label_map, self.thresholds, top_k=top_k)
+        return postprocess_scores(self.scores(texts), self.label_map, self.thresholds, top_k=top_k)
 
 
 def new_model(encoder_source: str | None, label_map: LabelMap, dropout: float = 0.1):
@@ -109,9 +121,15 @@ def save_bundle(
     label_map: LabelMap,
     thresholds: np.ndarray,
     meta: dict,
+    tfidf: TfidfScorer | None = None,
 ) -> Path:
     """Write the core bundle files; training adds metrics, card and plots beside them."""
     path.mkdir(parents=True, exist_ok=True)
+    if tfidf is not None:
+        tfidf.save(path)
+    else:  # an encoder-only bundle written over a hybrid one must not keep its TF-IDF half
+        for name in (TFIDF_CONFIG, TFIDF_ARRAYS):
+            (path / name).unlink(missing_ok=True)
     model.encoder.save_pretrained(path / "encoder", safe_serialization=True)
     tokenizer.save_pretrained(path / "encoder")
     head = {k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()}
@@ -155,4 +173,7 @@ def load_bundle(path: str | Path) -> Bundle:
     model = TaggerModel(encoder, n_out)
     model.head.load_state_dict(head)
     model.eval()
-    return Bundle(path, model, tokenizer, label_map, thresholds, meta)
+    tfidf = TfidfScorer.load(path)
+    if tfidf is not None and len(tfidf.intercept) != len(label_map):
+        raise BundleError(f"bundle {path}: the TF-IDF half has {len(tfidf.intercept)} outputs, not {len(label_map)}")
+    return Bundle(path, model, tokenizer, label_map, thresholds, meta, tfidf)

@@ -186,7 +186,8 @@ def evaluate(bundle_or_run: str | Path, settings, *, source: str | None = None, 
     from pipeline.dataset import targets
 
     y = targets(test["tags"], bundle.label_map)
-    scores, pred = score(bundle.logits(test["text"].tolist()), bundle.label_map, bundle.thresholds)
+    scores = bundle.scores(test["text"].tolist())  # as served: fused with the TF-IDF half when there is one
+    pred = decide(scores, bundle.label_map, bundle.thresholds)
     metrics = tag_metrics(y, pred, scores, bundle.label_map)
     out = settings.reports_dir / "evaluations" / path.name
     out.mkdir(parents=True, exist_ok=True)

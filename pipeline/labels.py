@@ -124,7 +124,13 @@ def postprocess(
 
     ``top_k`` caps the number of *predicted* tags per item (ancestors of kept tags are always added).
     """
-    probs = probabilities(logits, label_map)
+    return postprocess_scores(probabilities(logits, label_map), label_map, thresholds, top_k)
+
+
+def postprocess_scores(
+    probs: np.ndarray, label_map: LabelMap, thresholds: np.ndarray, top_k: int | None = None
+) -> list[list[dict]]:
+    """:func:`postprocess` from [B, N] scores (already softmaxed/sigmoided, e.g. the hybrid's fused scores)."""
     pred = decide(probs, label_map, np.asarray(thresholds, dtype=np.float32))
     facet_idx = label_map.facet_of_index()
     out: list[list[dict]] = []

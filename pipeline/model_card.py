@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 
-def _row(name: str, model: float, base: float | None) -> str:
+def _row(name: str, model: float, base: float | None, enc: float | None) -> str:
     b = f"{base:.4f}" if base is not None else "-"
     d = f"{model - base:+.4f}" if base is not None else "-"
-    return f"| {name} | {model:.4f} | {b} | {d} |"
+    e = f"{enc:.4f}" if enc is not None else "-"
+    return f"| {name} | {model:.4f} | {e} | {b} | {d} |"
+
+
+def _facet(block: dict | None, facet: str, key: str) -> float | None:
+    return block["facets"][facet][key] if block else None
 
 
 def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[dict], options: dict) -> str:
-    m, b = metrics["model"], metrics.get("baseline")
+    m, b, enc = metrics["model"], metrics.get("baseline"), metrics.get("encoder")
+    hybrid = metrics.get("hybrid")
     lines = [
         f"# Tagger model card: {meta.get('spec')} ({meta.get('run_id', '')})",
         "",
@@ -19,6 +25,13 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
         f"- Dataset digest: `{meta.get('dataset_digest')}`",
         f"- Model text: {' | '.join(meta.get('text_fields', []))} (max {meta.get('max_length')} tokens)",
         f"- Encoder: `{meta.get('encoder_source')}`",
+        "- Scores: "
+        + (
+            "hybrid: per facet (1 - w) x encoder probability + w x TF-IDF linear model probability, w chosen on "
+            "validation: " + ", ".join(f"{f} w={w:g}" for f, w in hybrid["weights"].items())
+            if hybrid
+            else "the fine-tuned encoder alone"
+        ),
         "",
         "## Splits",
         "Grouped by normalised title (pipeline.snapshot.split_of: hash of the lower-cased, whitespace-collapsed title,",
@@ -27,14 +40,14 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
         f"- Test digest: `{metrics['test_digest']}`",
         "",
         "## Metrics (frozen test split)",
-        "| metric | tagger | TF-IDF baseline | difference |",
-        "|---|---|---|---|",
+        "| metric | tagger (as served) | encoder alone | TF-IDF baseline | tagger - baseline |",
+        "|---|---|---|---|---|",
     ]
     for key in ("micro_f1", "macro_f1", "precision_at_1", "ece"):
-        lines.append(_row(key, m[key], b[key] if b else None))
+        lines.append(_row(key, m[key], b[key] if b else None, enc[key] if enc else None))
     for f, e in m["facets"].items():
         key = "accuracy" if e["exclusive"] else "micro_f1"
-        lines.append(_row(f"{f} {key}", e[key], b["facets"][f][key] if b else None))
+        lines.append(_row(f"{f} {key}", e[key], _facet(b, f, key), _facet(enc, f, key)))
     lines += [
         "",
         "## Training",

@@ -1,8 +1,10 @@
 """Fine-tune an encoder into a tagger, evaluate it against a TF-IDF baseline, write the bundle, log to MLflow.
 
 ``train(source, spec, settings, options)`` reads the steps top to bottom:
-data (split by title, label map) -> model -> fit (resumable) -> thresholds on validation -> test metrics for
-tagger and baseline -> bundle, plots, model card -> MLflow.
+data (split by title, label map) -> model -> fit (resumable) -> TF-IDF baseline on the training split, fused
+into the tagger per facet with weights chosen on validation (``options.hybrid``, :mod:`pipeline.hybrid`) ->
+thresholds on validation -> test metrics for the tagger as served, the encoder alone and the baseline ->
+bundle, plots, model card -> MLflow.
 
 The fit loop: AdamW (no decay on biases/LayerNorm, a larger learning rate for the fresh head), linear warm-up
 then linear decay, length-grouped batches with dynamic padding, gradient accumulation, bf16 autocast (CUDA, or
@@ -56,12 +58,13 @@ class TrainOptions:
     checkpoint_every: int = 200  # optimizer steps
     resume: bool = True
     baseline: bool = True
+    hybrid: bool = True  # fuse the TF-IDF baseline into the served scores (pipeline.hybrid); needs baseline
     progress: bool = True
     stop_after_steps: int | None = None  # simulate an interruption (checkpoint, then TrainingError)
 
     def key_fields(self) -> dict:
         """Options that define the run (a checkpoint is resumed only when these match)."""
-        skip = {"resume", "progress", "stop_after_steps", "baseline", "checkpoint_every"}
+        skip = {"resume", "progress", "stop_after_steps", "baseline", "hybrid", "checkpoint_every"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -482,27 +485,44 @@ def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder, s
 def finish_run(
     *, run_id, model, tokenizer, prep, data, state, options, settings, spec, source_uri, encoder, device, bf16
 ) -> TrainResult:
-    """Thresholds on validation, test metrics for tagger and baseline, bundle + plots + card, MLflow artifacts."""
+    """Thresholds on validation, test metrics for tagger and baseline, bundle + plots + card, MLflow artifacts.
+
+    With ``options.hybrid`` the baseline also becomes the bundle's TF-IDF half (fusion fitted on validation,
+    :mod:`pipeline.hybrid`); ``metrics["model"]`` is then the fused tagger as served, ``metrics["encoder"]``
+    the fine-tuned encoder alone.
+    """
     import mlflow
 
     from pipeline import model_card, plots
     from pipeline.baseline import fit_baseline
     from pipeline.bundle import default_encoder_path, save_bundle
     from pipeline.evaluate import score, tag_metrics
-    from pipeline.labels import probabilities
+    from pipeline.hybrid import fit_hybrid
+    from pipeline.labels import decide, probabilities
 
     lm, pad = prep.label_map, tokenizer.pad_token_id
-    val_probs = probabilities(predict_logits(model, data["val"][0], pad, device, bf16), lm)
-    thresholds = calibrate_thresholds(val_probs, data["val"][1], lm)
-    y_test = data["test"][1]
-    scores, pred = score(predict_logits(model, data["test"][0], pad, device, bf16), lm, thresholds)
-    metrics = {"model": tag_metrics(y_test, pred, scores, lm)}
+    (val_ids, y_val), (test_ids, y_test) = data["val"], data["test"]
+    val_texts, test_texts = prep.part("val")["text"].tolist(), prep.part("test")["text"].tolist()
+    val_logits = predict_logits(model, val_ids, pad, device, bf16)
+    test_logits = predict_logits(model, test_ids, pad, device, bf16)
+    thresholds = calibrate_thresholds(probabilities(val_logits, lm), y_val, lm)
+    scores, pred = score(test_logits, lm, thresholds)
+    metrics, tfidf = {"model": tag_metrics(y_test, pred, scores, lm)}, None
     curves = {"tagger": scores}
     if options.baseline:
         base = fit_baseline(prep.part("train")["text"].tolist(), data["train"][1], lm, seed=options.seed)
         b_thr = np.where(_exclusive_mask(lm), 0.0, 0.5).astype(np.float32)
-        b_scores, b_pred = score(base.logits(prep.part("test")["text"].tolist()), lm, b_thr)
+        b_scores, b_pred = score(base.logits(test_texts), lm, b_thr)
         metrics["baseline"] = tag_metrics(y_test, b_pred, b_scores, lm)
+        if options.hybrid:
+            tfidf = fit_hybrid(base, val_texts, val_logits, y_val, calibrate_thresholds)
+            thresholds = calibrate_thresholds(tfidf.fuse(val_logits, tfidf.decision(val_texts), lm), y_val, lm)
+            metrics["encoder"], curves = metrics["model"], {"encoder only": scores}
+            scores = tfidf.fuse(test_logits, tfidf.decision(test_texts), lm)
+            pred = decide(scores, lm, thresholds)
+            metrics["model"] = tag_metrics(y_test, pred, scores, lm)
+            metrics["hybrid"] = {"temperatures": tfidf.temperatures, "weights": tfidf.weights}
+            curves["tagger (hybrid)"] = scores
         curves["TF-IDF baseline"] = b_scores
     metrics.update(
         test_digest=prep.test_digest,
@@ -531,7 +551,7 @@ def finish_run(
         "bf16": bf16,
         "samples_per_s": samples_per_s,
     }
-    bundle = save_bundle(settings.bundles_dir / run_id, model.cpu(), tokenizer, lm, thresholds, meta)
+    bundle = save_bundle(settings.bundles_dir / run_id, model.cpu(), tokenizer, lm, thresholds, meta, tfidf)
     (bundle / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
     write_test_split(bundle, prep)
     (bundle / "settings.json").write_text(json.dumps(settings.resolved(), indent=1, default=str))
@@ -555,9 +575,11 @@ def finish_run(
     )
     (bundle / "train_result.json").write_text(json.dumps(asdict(result) | {"metrics": "metrics.json"}, indent=1))
     flat = {f"test_{k}": metrics["model"][k] for k in ("micro_f1", "macro_f1", "precision_at_1", "ece")}
-    if "baseline" in metrics:
-        flat |= {f"baseline_test_{k}": metrics["baseline"][k] for k in ("micro_f1", "macro_f1", "precision_at_1")}
-    for name, block in (("test", metrics["model"]), ("baseline_test", metrics.get("baseline"))):
+    for other in ("baseline", "encoder"):
+        if other in metrics:
+            flat |= {f"{other}_test_{k}": metrics[other][k] for k in ("micro_f1", "macro_f1", "precision_at_1")}
+    blocks = (("test", metrics["model"]), ("baseline_test", metrics.get("baseline")))
+    for name, block in blocks + (("encoder_test", metrics.get("encoder")),):
         for f, e in (block or {}).get("facets", {}).items():
             flat[f"{name}_{f}_{'accuracy' if e['exclusive'] else 'micro_f1'}"] = e.get("accuracy", e["micro_f1"])
     mlflow.log_metrics(flat | {"train_samples_per_s": samples_per_s, "best_val_micro_f1": state.best_f1})

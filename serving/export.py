@@ -130,7 +130,7 @@ def export_onnx(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from pipeline.bundle import load_bundle
-    from pipeline.labels import postprocess
+    from pipeline.labels import postprocess_scores, probabilities
 
     bundle = load_bundle(bundle_path)
     out = Path(out_dir)
@@ -176,14 +176,15 @@ def export_onnx(
         q = onnx_logits(ort_session(int8), bundle.tokenizer, parity_texts, bundle.max_length)
         result.update(int8_path=str(int8), int8_max_abs_diff=float(np.abs(ref - q).max()))
         if test_texts and test_tags:
-            lm, thr = bundle.label_map, bundle.thresholds
-            f_fp = micro_f1(
-                postprocess(onnx_logits(sess, bundle.tokenizer, test_texts, bundle.max_length), lm, thr), test_tags
-            )
-            f_q = micro_f1(
-                postprocess(onnx_logits(ort_session(int8), bundle.tokenizer, test_texts, bundle.max_length), lm, thr),
-                test_tags,
-            )
+            lm, thr, tfidf = bundle.label_map, bundle.thresholds, bundle.tfidf
+            decision = tfidf.decision(test_texts) if tfidf is not None else None
+
+            def served_f1(session) -> float:  # the tags as served: fused with the TF-IDF half when there is one
+                logits = onnx_logits(session, bundle.tokenizer, test_texts, bundle.max_length)
+                scores = probabilities(logits, lm) if tfidf is None else tfidf.fuse(logits, decision, lm)
+                return micro_f1(postprocess_scores(scores, lm, thr), test_tags)
+
+            f_fp, f_q = served_f1(sess), served_f1(ort_session(int8))
             kept = (f_fp - f_q) * 100 <= INT8_MAX_F1_LOSS
             result.update(f1_fp32=f_fp, f1_int8=f_q, int8_kept=kept)
             if kept:

@@ -135,3 +135,30 @@ def test_unreachable_server_is_retried_then_named(tmp_path):
     c = TaggerClient(f"127.0.0.1:{free_port()}", retries=2, backoff=0.01, timeout=2)
     with pytest.raises(ServingError, match="is the Triton server running"):
         c.tag(["Puma Men Grey T-shirt"])
+
+
+def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serving_settings, tiny_bundle):
+    """The trained (hybrid) bundle through Triton: encoder ONNX + the NumPy TF-IDF half, fused server-side."""
+    import tritonclient.grpc as grpcclient
+
+    from pipeline.bundle import load_bundle
+    from serving.client import TaggerClient
+    from serving.repository import build_version
+    from serving.smoke import sample_titles
+
+    name = "tagger_hybrid"
+    vdir = build_version(tiny_bundle.path, serving_settings.model_repository, name, 1, "models:/hybrid/1", golden=[])
+    assert (vdir / "tfidf.npz").exists() and (vdir / "tfidf.py").exists()
+    texts = sample_titles(24)
+    want = load_bundle(tiny_bundle.path).predict(texts)
+    admin = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    admin.load_model(name)
+    try:
+        with TaggerClient(serving_settings.triton_grpc_url, name, timeout=30) as c:
+            got = c.tag(texts)
+    finally:
+        admin.unload_model(name)
+        admin.close()
+    for w, g in zip(want, got, strict=True):
+        assert [t["slug"] for t in g] == [t["slug"] for t in w]
+        assert np.allclose([t["score"] for t in g], [t["score"] for t in w], atol=1e-3)

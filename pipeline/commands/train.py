@@ -28,6 +28,9 @@ def train_cmd(
     min_tag_count: int = typer.Option(5, help="Tags with fewer training examples are left out of the head."),
     seed: int = typer.Option(13),
     baseline: bool = typer.Option(True, help="Also train and report the TF-IDF baseline."),
+    hybrid: bool = typer.Option(
+        True, help="Fuse the TF-IDF model into the served scores (weights per facet, chosen on validation)."
+    ),
     resume: bool = typer.Option(True, help="Resume an interrupted run with the same data and options."),
 ) -> None:
     """Fine-tune the tagger on a catalog, compare with a TF-IDF baseline on the frozen test split, log to MLflow."""
@@ -44,7 +47,8 @@ def train_cmd(
     opts = TrainOptions(
         encoder=encoder, epochs=epochs, max_steps=max_steps, max_rows=max_rows, max_train_rows=max_train_rows,
         batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, lr=lr, precision=precision,
-        device=device, min_tag_count=min_tag_count, seed=seed, baseline=baseline, resume=resume,
+        device=device, min_tag_count=min_tag_count, seed=seed, baseline=baseline, hybrid=hybrid and baseline,
+        resume=resume,
     )  # fmt: skip
     result = train(source or default_source(spec, settings), spec, settings, opts)
     _print_metrics(console, result.metrics)
@@ -83,16 +87,18 @@ def default_source(spec: str, settings) -> str:
 def _print_metrics(console, metrics: dict) -> None:
     from rich.table import Table
 
-    model, base = metrics["model"], metrics.get("baseline")
+    model = metrics["model"]
+    others = [
+        (t, metrics[k]) for k, t in (("encoder", "encoder alone"), ("baseline", "TF-IDF baseline")) if k in metrics
+    ]
     table = Table(title="frozen test split")
     table.add_column("metric")
-    table.add_column("tagger", justify="right")
-    if base:
-        table.add_column("TF-IDF baseline", justify="right")
-    rows = [(k, model[k], base[k] if base else None) for k in ("micro_f1", "macro_f1", "precision_at_1", "ece")]
+    table.add_column("tagger" + (" (hybrid)" if "encoder" in metrics else ""), justify="right")
+    for title, _ in others:
+        table.add_column(title, justify="right")
+    for k in ("micro_f1", "macro_f1", "precision_at_1", "ece"):
+        table.add_row(k, f"{model[k]:.4f}", *(f"{o[k]:.4f}" for _, o in others))
     for f, e in model["facets"].items():
         k = "accuracy" if e["exclusive"] else "micro_f1"
-        rows.append((f"{f} {k}", e[k], base["facets"][f][k] if base else None))
-    for name, m, b in rows:
-        table.add_row(name, f"{m:.4f}", *([f"{b:.4f}"] if base else []))
+        table.add_row(f"{f} {k}", f"{e[k]:.4f}", *(f"{o['facets'][f][k]:.4f}" for _, o in others))
     console.print(table)

@@ -1,14 +1,16 @@
 """Triton Python-backend model for one tagger version (copied into ``<repo>/<model>/<N>/`` by serving.repository).
 
 Per request: ``TEXT`` (BYTES [B, 1], UTF-8 product texts) -> fast tokenizer (``tokenizers``) -> ONNX Runtime
-(CUDA provider on a GPU instance, CPU otherwise) -> ``labels.postprocess`` (thresholds, exclusive facets,
+(CUDA provider on a GPU instance, CPU otherwise) -> fused per facet with the TF-IDF linear model when the
+version is a hybrid (``tfidf.py``) -> ``labels.postprocess_scores`` (thresholds, exclusive facets,
 hierarchy). All valid requests of a dynamic batch share one ONNX run; an invalid request gets its own error
 response and the others are answered normally (exactly one response per request).
 
 Outputs per item: ``TAGS`` (JSON list of {"slug","facet","score"[,"name"]}), ``SLUGS``/``FACETS`` (BYTES
 [B, K]) and ``SCORES`` (FP32 [B, K]) padded with ""/0 to the longest item, ``MODEL_URI`` (``models:/name/N``).
 Request parameters: ``top_k`` (int > 0), ``locale`` (adds the tag's name in that locale when the label map
-has one). ``labels.py`` is a copy of ``pipeline/labels.py`` so this file needs no ``pipeline`` package.
+has one). ``labels.py``/``tfidf.py`` are copies of ``pipeline/`` modules so this file needs no ``pipeline``
+package (NumPy, tokenizers and onnxruntime only).
 """
 
 import json
@@ -22,7 +24,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from labels import LabelMap, postprocess  # noqa: E402  (the copy beside this file)
+from labels import LabelMap, postprocess_scores, probabilities  # noqa: E402  (the copies beside this file)
+from tfidf import TfidfScorer  # noqa: E402
+
+OUTPUTS = frozenset({"TAGS", "SLUGS", "SCORES", "FACETS", "MODEL_URI"})
 
 
 def _error(msg: str):
@@ -51,6 +56,7 @@ class TritonPythonModel:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(int(meta.get("max_length", 64)))
         self.pad_id = int(meta.get("pad_id", 0))
+        self.tfidf = TfidfScorer.load(vdir)  # None: encoder-only version
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -125,35 +131,36 @@ class TritonPythonModel:
             out[idx] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
-    def _response(self, tags, locale):
+    def _response(self, tags, locale, wanted):
+        """Only the outputs the request asked for are built (all of them when it named none)."""
         if locale:
             for item in tags:
                 for t in item:
                     name = self.label_map.names.get(t["slug"], {}).get(locale)
                     if name:
                         t["name"] = name
-        k = max(1, max(len(item) for item in tags))
-        slugs = np.full((len(tags), k), b"", dtype=object)
-        facets = np.full((len(tags), k), b"", dtype=object)
-        scores = np.zeros((len(tags), k), np.float32)
-        for b, item in enumerate(tags):
-            for j, t in enumerate(item):
-                slugs[b, j], facets[b, j], scores[b, j] = t["slug"].encode(), t["facet"].encode(), t["score"]
-        as_json = np.array([[json.dumps(item, ensure_ascii=False).encode("utf-8")] for item in tags], dtype=object)
-        uri = np.array([[self.model_uri.encode()]] * len(tags), dtype=object)
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("TAGS", as_json),
-                pb_utils.Tensor("SLUGS", slugs),
-                pb_utils.Tensor("SCORES", scores),
-                pb_utils.Tensor("FACETS", facets),
-                pb_utils.Tensor("MODEL_URI", uri),
-            ]
-        )
+        out = []
+        if "TAGS" in wanted:
+            as_json = [[json.dumps(item, ensure_ascii=False).encode("utf-8")] for item in tags]
+            out.append(pb_utils.Tensor("TAGS", np.array(as_json, dtype=object)))
+        if wanted & {"SLUGS", "SCORES", "FACETS"}:
+            k = max(1, max(len(item) for item in tags))
+            slugs = np.full((len(tags), k), b"", dtype=object)
+            facets = np.full((len(tags), k), b"", dtype=object)
+            scores = np.zeros((len(tags), k), np.float32)
+            for b, item in enumerate(tags):
+                for j, t in enumerate(item):
+                    slugs[b, j], facets[b, j], scores[b, j] = t["slug"].encode(), t["facet"].encode(), t["score"]
+            padded = {"SLUGS": slugs, "SCORES": scores, "FACETS": facets}
+            out += [pb_utils.Tensor(n, padded[n]) for n in ("SLUGS", "SCORES", "FACETS") if n in wanted]
+        if "MODEL_URI" in wanted:
+            out.append(pb_utils.Tensor("MODEL_URI", np.array([[self.model_uri.encode()]] * len(tags), dtype=object)))
+        return pb_utils.InferenceResponse(output_tensors=out)
 
     def execute(self, requests):
         responses = [None] * len(requests)
         texts, jobs = [], []
+        wanted = [set(q.requested_output_names()) or OUTPUTS for q in requests]
         for r, request in enumerate(requests):
             try:
                 items, top_k, locale = self._parse(request)
@@ -165,6 +172,10 @@ class TritonPythonModel:
         if texts:
             try:
                 logits = self._logits(texts)
+                if self.tfidf is None:
+                    scores = probabilities(logits, self.label_map)
+                else:
+                    scores = self.tfidf.fuse(logits, self.tfidf.decision(texts), self.label_map)
             except Exception as exc:  # answer every request rather than crash the stub
                 for r, *_ in jobs:
                     responses[r] = pb_utils.InferenceResponse(
@@ -172,8 +183,8 @@ class TritonPythonModel:
                     )
                 return responses
             for r, start, n, top_k, locale in jobs:
-                tags = postprocess(logits[start : start + n], self.label_map, self.thresholds, top_k=top_k)
-                responses[r] = self._response(tags, locale)
+                tags = postprocess_scores(scores[start : start + n], self.label_map, self.thresholds, top_k=top_k)
+                responses[r] = self._response(tags, locale, wanted[r])
         return responses
 
     def finalize(self):

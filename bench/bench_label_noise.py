@@ -1,0 +1,53 @@
+"""How much of a facet no title-only model can get right: label disagreement among rows that share a title.
+
+For every exclusive facet, among the rows whose normalised title occurs more than once, the share whose value
+differs from the most common value for that title. Even a model that knew that majority value would get those
+rows wrong, so this is a floor under the error of any tagger that reads only the title.
+
+    .venv/bin/python bench/bench_label_noise.py [--spec myntra] [--source PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from common import save
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", default="myntra")
+    ap.add_argument("--source", default=None)
+    args = ap.parse_args()
+
+    from pipeline.commands.train import default_source
+    from pipeline.dataset import load_source
+    from pipeline.settings import Settings
+    from pipeline.spec import load_spec
+
+    settings = Settings(home=tempfile.mkdtemp(prefix="label_noise-"))
+    spec = load_spec(args.spec)
+    frame, _ = load_source(args.source or default_source(args.spec, settings), spec, settings)
+    frame["norm"] = frame["title"].str.lower().str.split().str.join(" ")
+    shared = frame[frame.groupby("norm")["norm"].transform("size") > 1]
+    out = {"spec": args.spec, "rows": len(frame), "rows_sharing_a_title": len(shared), "facets": {}}
+    print(f"{args.spec}: {len(shared)} of {len(frame)} rows share their normalised title with another row")
+    facets = sorted({t.split(":", 1)[0] for tags in frame["tags"] for t in tags})
+    for facet in facets:
+        # the most specific tag of the facet (a category leaf rather than its ancestors)
+        value = shared["tags"].map(lambda tags, f=facet: max((t for t in tags if t.startswith(f + ":")), key=len,
+                                                              default=None))  # fmt: skip
+        rows = value.notna()
+        if not rows.any():
+            continue
+        v, norm = value[rows], shared.loc[rows, "norm"]
+        majority = v.groupby(norm).agg(lambda x: x.value_counts().index[0])
+        share = float((v != norm.map(majority)).mean())
+        out["facets"][facet] = {"rows": int(rows.sum()), "disagree_with_title_majority": share}
+        print(f"  {facet:10s} {share:6.1%} of {int(rows.sum())} rows disagree with their title's majority value")
+    save(f"label_noise_{args.spec}", out)
+
+
+if __name__ == "__main__":
+    main()
