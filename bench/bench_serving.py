@@ -5,7 +5,8 @@ requests of 1 and 16 items):
 
   a   our Triton deployment (ONNX Runtime, optimised graph) via gRPC, TaggerClient per client thread
   b1  in-process Hugging Face ``pipeline("feature-extraction")`` at default settings + the same pooling/head
-  b2  in-process PyTorch eager (``Bundle.logits``, batches of up to 32)
+      (and the same TF-IDF fusion when the bundle is a hybrid)
+  b2  in-process PyTorch eager (``Bundle.predict``, batches of up to 32, fused like the others)
   c   ``mlflow models serve`` of the registered version over REST (needs the registry; ``--no-mlflow`` skips)
 
 Also prints items/s as a share of the physical limit: FLOPs per item at the measured mean token count vs
@@ -177,7 +178,7 @@ def hf_pipeline_call(bundle):
     """b1: transformers pipeline at default settings (one item at a time), then pooling + head + post-processing."""
     from transformers import pipeline
 
-    from pipeline.labels import postprocess
+    from pipeline.labels import postprocess_scores, probabilities
 
     pipe = pipeline("feature-extraction", model=bundle.model.encoder, tokenizer=bundle.tokenizer, device="cpu")
     w = bundle.model.head.weight.detach().numpy().T
@@ -188,7 +189,9 @@ def hf_pipeline_call(bundle):
         with lock:  # a pipeline object is not thread-safe; in-process callers share one model
             feats = pipe(texts)
         pooled = np.stack([np.asarray(f[0]).mean(axis=0) for f in feats])
-        return postprocess(pooled @ w + b, bundle.label_map, bundle.thresholds)
+        logits, lm, tfidf = pooled @ w + b, bundle.label_map, bundle.tfidf
+        scores = probabilities(logits, lm) if tfidf is None else tfidf.fuse(logits, tfidf.decision(texts), lm)
+        return postprocess_scores(scores, lm, bundle.thresholds)
 
     return lambda: call
 
@@ -265,8 +268,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
     ap.add_argument("--systems", default="a,b1,b2,c")
     ap.add_argument("--no-mlflow", action="store_true", help="skip (c)")
-    ap.add_argument("--instances", type=int, default=1, help="Triton model instances (a)")
-    ap.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (a)")
+    ap.add_argument("--instances", type=int, default=None, help="Triton model instances (a); default: as deploy")
+    ap.add_argument(
+        "--ort-threads", type=int, default=None, help="ONNX Runtime threads per instance (a); default: as deploy"
+    )
     ap.add_argument("--onnx-batch", type=int, default=16, help="items per ONNX run inside the model (a)")
     ap.add_argument(
         "--int8",

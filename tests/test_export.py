@@ -51,7 +51,16 @@ def test_config_lists_versions_io_and_instance_kind():
     assert 'string_value: "models:/product-tagger/3"' in cpu and "dynamic_batching" in cpu
     for name in ("TEXT", "TAGS", "SLUGS", "SCORES", "FACETS", "MODEL_URI"):
         assert f'name: "{name}"' in cpu
-    assert "KIND_GPU" in config_text("m", [1], registered_name="r", gpu=True)
+    gpu = config_text("m", [1], registered_name="r", gpu=True)
+    assert "KIND_GPU" in gpu and "count: 1 " in gpu
+
+
+def test_cpu_instances_follow_the_cores():
+    from serving.repository import config_text, cpu_layout
+
+    assert cpu_layout(1) == (1, 1) and cpu_layout(2) == (2, 1) and cpu_layout(16) == (4, 4)
+    cfg = config_text("m", [1], registered_name="r", instances=3, ort_threads=2)
+    assert "count: 3 kind: KIND_CPU" in cfg and 'key: "ort_threads" value: { string_value: "2" }' in cfg
 
 
 @pytest.mark.model
