@@ -23,15 +23,6 @@ import numpy as np
 from common import RESULTS, save
 
 
-def _facet_acc(sl):
-    def acc(t, p):
-        t, p = t[:, sl.start : sl.end], p[:, sl.start : sl.end]
-        rows = t.any(axis=1)
-        return float((t[rows] == p[rows]).all(axis=1).mean()) if rows.any() else 0.0
-
-    return acc
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", default="myntra")
@@ -54,7 +45,7 @@ def main() -> None:
     from pipeline.cli import setup_logging
     from pipeline.commands.train import default_source
     from pipeline.dataset import load_source
-    from pipeline.evaluate import bootstrap_ci, micro_f1, score
+    from pipeline.evaluate import bootstrap_ci, facet_score, micro_f1, score
     from pipeline.labels import decide, probabilities
     from pipeline.spec import load_spec
     from pipeline.train import TrainOptions, _exclusive_mask, calibrate_thresholds, prepare_data, train
@@ -95,12 +86,8 @@ def main() -> None:
         _, preds["encoder alone"] = score(bundle.logits(test["text"].tolist()), lm, thr)
     cis = {"micro_f1": bootstrap_ci(y, preds, micro_f1, n=args.bootstrap)}
     for sl in lm.facets:
-        fn = (
-            _facet_acc(sl)
-            if sl.exclusive
-            else (lambda s: lambda t, p: micro_f1(t[:, s.start : s.end], p[:, s.start : s.end]))(sl)
-        )
-        cis[f"{sl.name} {'accuracy' if sl.exclusive else 'micro_f1'}"] = bootstrap_ci(y, preds, fn, n=args.bootstrap)
+        name = f"{sl.name} {'accuracy' if sl.exclusive else 'micro_f1'}"
+        cis[name] = bootstrap_ci(y, preds, lambda t, p, sl=sl: facet_score(t, p, sl), n=args.bootstrap)
     # error reduction with its own paired bootstrap
     rng = np.random.default_rng(1)
     red = []

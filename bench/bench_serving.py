@@ -178,7 +178,8 @@ def hf_pipeline_call(bundle):
     """b1: transformers pipeline at default settings (one item at a time), then pooling + head + post-processing."""
     from transformers import pipeline
 
-    from pipeline.labels import postprocess_scores, probabilities
+    from pipeline.labels import postprocess_scores
+    from pipeline.tfidf import served_scores
 
     pipe = pipeline("feature-extraction", model=bundle.model.encoder, tokenizer=bundle.tokenizer, device="cpu")
     w = bundle.model.head.weight.detach().numpy().T
@@ -189,9 +190,8 @@ def hf_pipeline_call(bundle):
         with lock:  # a pipeline object is not thread-safe; in-process callers share one model
             feats = pipe(texts)
         pooled = np.stack([np.asarray(f[0]).mean(axis=0) for f in feats])
-        logits, lm, tfidf = pooled @ w + b, bundle.label_map, bundle.tfidf
-        scores = probabilities(logits, lm) if tfidf is None else tfidf.fuse(logits, tfidf.decision(texts), lm)
-        return postprocess_scores(scores, lm, bundle.thresholds)
+        scores = served_scores(pooled @ w + b, texts, bundle.label_map, bundle.tfidf)
+        return postprocess_scores(scores, bundle.label_map, bundle.thresholds)
 
     return lambda: call
 

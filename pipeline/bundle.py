@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.errors import BundleError
-from pipeline.labels import LabelMap, postprocess_scores, probabilities
+from pipeline.labels import LabelMap, postprocess_scores
 from pipeline.tfidf import ARRAYS_FILE as TFIDF_ARRAYS
 from pipeline.tfidf import CONFIG_FILE as TFIDF_CONFIG
-from pipeline.tfidf import TfidfScorer
+from pipeline.tfidf import TfidfScorer, served_scores
 
 BUNDLE_FORMAT = 1
 DEFAULT_MAX_LENGTH = 64
@@ -93,9 +93,7 @@ class Bundle:
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """[B, N] served scores: encoder probabilities, fused with the TF-IDF half when the bundle has one."""
-        if self.tfidf is None:
-            return probabilities(self.logits(texts), self.label_map)
-        return self.tfidf.fuse(self.logits(texts), self.tfidf.decision(texts), self.label_map)
+        return served_scores(self.logits(texts), texts, self.label_map, self.tfidf)
 
     def predict(self, texts: list[str], top_k: int | None = None) -> list[list[dict]]:
         return postprocess_scores(self.scores(texts), self.label_map, self.thresholds, top_k=top_k)

@@ -72,6 +72,16 @@ def expected_calibration_error(y_true: np.ndarray, y_pred: np.ndarray, scores: n
     return float(ece)
 
 
+def facet_score(y_true: np.ndarray, y_pred: np.ndarray, facet) -> float:
+    """A facet's headline number: accuracy over the rows whose true value is one of the head's tags
+    (exclusive facet), or micro-F1 over its tags (multi-valued)."""
+    t, p = y_true[:, facet.start : facet.end], y_pred[:, facet.start : facet.end]
+    if not facet.exclusive:
+        return micro_f1(t, p)
+    rows = t.any(axis=1)
+    return float((t[rows] == p[rows]).all(axis=1).mean()) if rows.any() else 0.0
+
+
 def tag_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, label_map: LabelMap) -> dict:
     """The metrics.json block: overall, per facet and per tag."""
     tp, fp, fn = per_tag(y_true, y_pred)
@@ -85,9 +95,8 @@ def tag_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, labe
         t, p = y_true[:, f.start : f.end], y_pred[:, f.start : f.end]
         entry = {"exclusive": f.exclusive, "micro_f1": micro_f1(t, p), "macro_f1": macro_f1(t, p)}
         if f.exclusive:
-            rows = t.any(axis=1)  # rows whose true value is one of the head's tags
-            entry["accuracy"] = float((t[rows] == p[rows]).all(axis=1).mean()) if rows.any() else 0.0
-            entry["n"] = int(rows.sum())
+            entry["accuracy"] = facet_score(y_true, y_pred, f)
+            entry["n"] = int(t.any(axis=1).sum())
         facets[f.name] = entry
     return {
         "micro_f1": micro_f1(y_true, y_pred),

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from pipeline.evaluate import facet_score
 from pipeline.labels import LabelMap, decide, probabilities
 from pipeline.tfidf import TfidfScorer
 
@@ -43,27 +44,17 @@ def fit_temperatures(decision: np.ndarray, y: np.ndarray, label_map: LabelMap, g
     return out
 
 
-def _facet_score(y: np.ndarray, pred: np.ndarray, f) -> float:
-    t, p = y[:, f.start : f.end].astype(bool), pred[:, f.start : f.end]
-    if f.exclusive:
-        rows = t.any(1)
-        return float((t[rows] == p[rows]).all(1).mean()) if rows.any() else 0.0
-    tp = (t & p).sum()
-    return float(2 * tp / max(t.sum() + p.sum(), 1))
-
-
 def choose_weights(p_enc: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray, label_map: LabelMap, calibrate) -> dict:
     """Per facet, the fusion weight with the best validation score (``calibrate(probs, y, lm)`` -> thresholds)."""
-    weights = {}
-    for f in label_map.facets:
-        best = (-1.0, 0.0)
-        for w in WEIGHT_GRID:
-            fused = (1 - w) * p_enc + w * p_tfidf
-            s = _facet_score(y, decide(fused, label_map, calibrate(fused, y, label_map)), f)
-            if s > best[0] + 1e-9:
-                best = (s, float(w))
-        weights[f.name] = best[1]
-    return weights
+    best = {f.name: (-1.0, 0.0) for f in label_map.facets}
+    for w in WEIGHT_GRID:  # one fusion and one calibration per weight, scored for every facet
+        fused = (1 - w) * p_enc + w * p_tfidf
+        pred = decide(fused, label_map, calibrate(fused, y, label_map))
+        for f in label_map.facets:
+            s = facet_score(y, pred, f)
+            if s > best[f.name][0] + 1e-9:
+                best[f.name] = (s, float(w))
+    return {name: w for name, (_, w) in best.items()}
 
 
 def fit_hybrid(baseline, texts_val: list[str], logits_val: np.ndarray, y_val: np.ndarray, calibrate) -> TfidfScorer:

@@ -194,3 +194,10 @@ class TfidfScorer:
             intercept[cols] = b
         config = {"blocks": blocks, "sublinear_tf": True, "token_pattern": r"(?u)\b\w\w+\b"}
         return cls(config, {"coef": coef, "intercept": intercept, **idfs})
+
+
+def served_scores(logits: np.ndarray, texts: list[str], label_map, tfidf: TfidfScorer | None) -> np.ndarray:
+    """[B, N] the scores a tagger serves: encoder probabilities, fused with the TF-IDF half when it has one."""
+    if tfidf is None:
+        return probabilities(logits, label_map)
+    return tfidf.fuse(logits, tfidf.decision(texts), label_map)

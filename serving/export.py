@@ -130,7 +130,8 @@ def export_onnx(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from pipeline.bundle import load_bundle
-    from pipeline.labels import postprocess_scores, probabilities
+    from pipeline.labels import postprocess_scores
+    from pipeline.tfidf import served_scores
 
     bundle = load_bundle(bundle_path)
     out = Path(out_dir)
@@ -176,12 +177,11 @@ def export_onnx(
         q = onnx_logits(ort_session(int8), bundle.tokenizer, parity_texts, bundle.max_length)
         result.update(int8_path=str(int8), int8_max_abs_diff=float(np.abs(ref - q).max()))
         if test_texts and test_tags:
-            lm, thr, tfidf = bundle.label_map, bundle.thresholds, bundle.tfidf
-            decision = tfidf.decision(test_texts) if tfidf is not None else None
+            lm, thr = bundle.label_map, bundle.thresholds
 
             def served_f1(session) -> float:  # the tags as served: fused with the TF-IDF half when there is one
                 logits = onnx_logits(session, bundle.tokenizer, test_texts, bundle.max_length)
-                scores = probabilities(logits, lm) if tfidf is None else tfidf.fuse(logits, decision, lm)
+                scores = served_scores(logits, test_texts, lm, bundle.tfidf)
                 return micro_f1(postprocess_scores(scores, lm, thr), test_tags)
 
             f_fp, f_q = served_f1(sess), served_f1(ort_session(int8))

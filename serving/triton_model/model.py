@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from labels import LabelMap, postprocess_scores, probabilities  # noqa: E402  (the copies beside this file)
-from tfidf import TfidfScorer  # noqa: E402
+from labels import LabelMap, postprocess_scores  # noqa: E402  (the copies beside this file)
+from tfidf import TfidfScorer, served_scores  # noqa: E402
 
 OUTPUTS = frozenset({"TAGS", "SLUGS", "SCORES", "FACETS", "MODEL_URI"})
 
@@ -171,11 +171,7 @@ class TritonPythonModel:
             texts.extend(items)
         if texts:
             try:
-                logits = self._logits(texts)
-                if self.tfidf is None:
-                    scores = probabilities(logits, self.label_map)
-                else:
-                    scores = self.tfidf.fuse(logits, self.tfidf.decision(texts), self.label_map)
+                scores = served_scores(self._logits(texts), texts, self.label_map, self.tfidf)
             except Exception as exc:  # answer every request rather than crash the stub
                 for r, *_ in jobs:
                     responses[r] = pb_utils.InferenceResponse(
