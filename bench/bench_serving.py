@@ -272,7 +272,7 @@ def main() -> None:
     ap.add_argument(
         "--ort-threads", type=int, default=None, help="ONNX Runtime threads per instance (a); default: as deploy"
     )
-    ap.add_argument("--onnx-batch", type=int, default=16, help="items per ONNX run inside the model (a)")
+    ap.add_argument("--onnx-batch", type=int, default=None, help="items per ONNX run inside the model (a)")
     ap.add_argument(
         "--int8",
         action="store_true",
@@ -321,7 +321,7 @@ def main() -> None:
             log.info("(a) serves %s", served)
             write_config(settings.model_repository, settings.triton_model_name, [1], registered_name="bench-tagger",
                          instances=args.instances, ort_threads=args.ort_threads,
-                         onnx_batch=args.onnx_batch)  # fmt: skip
+                         **({"onnx_batch": args.onnx_batch} if args.onnx_batch else {}))  # fmt: skip
             server = TritonServer(settings).start()
             cleanups.append(server.stop)
             makers["a"] = triton_call(settings.triton_grpc_url, settings.triton_model_name)

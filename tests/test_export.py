@@ -36,6 +36,45 @@ def test_onnx_matches_pytorch_on_real_titles_with_dynamic_axes(exported):
 
 
 @pytest.mark.model
+def test_exported_graph_has_fused_attention_and_no_skip_layernorm(exported):
+    import onnx
+
+    _, res = exported
+    ops = {n.op_type for n in onnx.load(res.fp32_path).graph.node}
+    assert {"Attention", "EmbedLayerNormalization", "LayerNormalization"} <= ops
+    assert "SkipLayerNormalization" not in ops
+    int8_ops = {n.op_type for n in onnx.load(res.int8_path).graph.node}
+    assert "QAttention" in int8_ops and "SkipLayerNormalization" not in int8_ops
+
+
+@pytest.mark.unit
+def test_split_skip_layernorm_computes_what_the_fused_node_did():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from serving.export import split_skip_layernorm
+
+    h, rng = 8, np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=h).astype(np.float32), n) for n in ("g", "b", "bias")]
+    node = helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["y"], domain="com.microsoft",
+                            epsilon=1e-5, name="sln")  # fmt: skip
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, h]) for n in ("x", "s")]
+    graph = helper.make_graph([node], "g", io, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    feed = {n: rng.normal(size=(2, 3, h)).astype(np.float32) for n in ("x", "s")}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+    fused = run(model)
+    assert split_skip_layernorm(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Add", "Add", "LayerNormalization"]
+    np.testing.assert_allclose(run(model), fused, atol=1e-5)
+
+
+@pytest.mark.model
 def test_int8_is_written_but_not_served_without_a_test_split(exported):
     _, res = exported
     assert res.int8_path and res.int8_max_abs_diff is not None

@@ -48,7 +48,7 @@ class TritonPythonModel:
         self.model_uri = meta["model_uri"]
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1 << 30
         self.max_text_bytes = int(params.get("max_text_bytes", "4096"))
-        self.chunk = int(params.get("onnx_batch", "16"))
+        self.chunk = int(params.get("onnx_batch", "8"))
 
         self.label_map = LabelMap.load(vdir / "label_map.json")
         self.thresholds = np.asarray(json.loads((vdir / "thresholds.json").read_text())["thresholds"], np.float32)
