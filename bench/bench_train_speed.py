@@ -7,7 +7,10 @@ validation; the first 4 steps are warm-up). Runs alternate (ours, HF, ours, ...)
 hits both alike.
 
 Target (issue 4): ours >= 1.2x the Trainer.
-Run: nice -n 10 .venv/bin/python bench/bench_train_speed.py [--steps 40] [--repeats 2]
+
+``--accuracy-rows N`` also trains our loop to the end on N training rows in bf16 and in fp32 (same seed, same
+batches) and scores both on the whole frozen test split: bf16 is used only where it does not cost accuracy.
+Run: nice -n 10 .venv/bin/python bench/bench_train_speed.py [--steps 40] [--repeats 2] [--accuracy-rows 3000]
 """
 
 from __future__ import annotations
@@ -71,6 +74,30 @@ def ours(prep, tok, data, steps: int, batch: int, precision: str) -> float:
             checkpoint_dir=Path(d),
         )
     return batch * (steps - WARMUP) / sum(state.step_seconds[WARMUP:])
+
+
+def accuracy(prep, tok, data, epochs: int, precision: str) -> dict:
+    """Our loop trained to the end in ``precision``; test micro-F1 (thresholds calibrated on validation)."""
+    import torch
+
+    from pipeline.bundle import new_model
+    from pipeline.evaluate import micro_f1, score
+    from pipeline.labels import probabilities
+    from pipeline.train import TrainOptions, calibrate_thresholds, fit, pick_device, predict_logits
+
+    opts = TrainOptions(epochs=epochs, precision=precision, resume=False, progress=False, checkpoint_every=10**9)
+    torch.manual_seed(0)
+    model, _ = new_model(None, prep.label_map)
+    device, bf16 = pick_device(opts)
+    lm, pad = prep.label_map, tok.pad_token_id
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        fit(model, data, lm, opts, pad_id=pad, device=device, bf16=bf16, checkpoint_dir=Path(d))
+    seconds = time.perf_counter() - t0
+    (val_ids, y_val), (test_ids, y_test) = data["val"], data["test"]
+    thr = calibrate_thresholds(probabilities(predict_logits(model, val_ids, pad, device, bf16), lm), y_val, lm)
+    _, pred = score(predict_logits(model, test_ids, pad, device, bf16), lm, thr)
+    return {"test_micro_f1": micro_f1(y_test, pred), "train_seconds": seconds, "bf16": bf16}
 
 
 def hf_trainer(prep, tok, data, steps: int, batch: int, precision: str) -> float:
@@ -139,18 +166,23 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--accuracy-rows", type=int, default=0, help="also compare bf16/fp32 test F1 on N train rows")
+    ap.add_argument("--accuracy-epochs", type=int, default=2)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     prep, tok, data = _data(args.steps * args.batch, args.max_length)
-    runs: dict[str, list[float]] = {"ours_bf16": [], "hf_trainer_bf16": [], "ours_fp32": []}
+    runs: dict[str, list[float]] = {f"{w}_{p}": [] for p in ("bf16", "fp32") for w in ("ours", "hf_trainer")}
     for _ in range(args.repeats):
-        runs["ours_bf16"].append(ours(prep, tok, data, args.steps, args.batch, "bf16"))
-        runs["hf_trainer_bf16"].append(hf_trainer(prep, tok, data, args.steps, args.batch, "bf16"))
-        runs["ours_fp32"].append(ours(prep, tok, data, args.steps, args.batch, "fp32"))
+        for p in ("bf16", "fp32"):
+            runs[f"ours_{p}"].append(ours(prep, tok, data, args.steps, args.batch, p))
+            runs[f"hf_trainer_{p}"].append(hf_trainer(prep, tok, data, args.steps, args.batch, p))
         print({k: [round(v, 1) for v in vs] for k, vs in runs.items()}, flush=True)
     best = {k: max(v) for k, v in runs.items()}
+    from pipeline.train import TrainOptions, pick_device
+
+    auto_bf16 = pick_device(TrainOptions(precision="auto"))[1]
     lengths = [len(x) for x in data["train"][0]]
     result = {
         "command": "nice -n 10 .venv/bin/python bench/bench_train_speed.py "
@@ -164,11 +196,23 @@ def main() -> None:
         "samples_per_s": runs,
         "best_samples_per_s": best,
         "speedup_vs_hf_trainer_bf16": best["ours_bf16"] / best["hf_trainer_bf16"],
+        "speedup_vs_hf_trainer_fp32": best["ours_fp32"] / best["hf_trainer_fp32"],
         "bf16_over_fp32": best["ours_bf16"] / best["ours_fp32"],
+        "auto_precision_here": "bf16" if auto_bf16 else "fp32",
         "target_speedup": 1.2,
     }
+    if args.accuracy_rows:
+        prep, tok, data = _data(args.accuracy_rows, args.max_length)
+        result["accuracy"] = {
+            "train_rows": len(data["train"][1]),
+            "epochs": args.accuracy_epochs,
+            **{p: accuracy(prep, tok, data, args.accuracy_epochs, p) for p in ("bf16", "fp32")},
+        }
+        result["command"] += f" --accuracy-rows {args.accuracy_rows} --accuracy-epochs {args.accuracy_epochs}"
+        print(result["accuracy"])
     print(save("train_speed", result))
-    print({k: result[k] for k in ("best_samples_per_s", "speedup_vs_hf_trainer_bf16", "bf16_over_fp32")})
+    keys = ("best_samples_per_s", "speedup_vs_hf_trainer_bf16", "speedup_vs_hf_trainer_fp32", "bf16_over_fp32")
+    print({k: result[k] for k in keys})
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ thresholds on validation -> test metrics for the tagger as served, the encoder a
 bundle, plots, model card -> MLflow.
 
 The fit loop: AdamW (no decay on biases/LayerNorm, a larger learning rate for the fresh head), linear warm-up
-then linear decay, length-grouped batches with dynamic padding, gradient accumulation, bf16 autocast (CUDA, or
-CPU when it supports bf16), early stopping on validation micro-F1, a checkpoint every N steps and at each epoch
-end. Batch order is a pure function of (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
+then linear decay, length-grouped batches with dynamic padding, gradient accumulation, bf16 autocast (CUDA, or a
+CPU where bf16 matmuls measure faster), early stopping on validation micro-F1, a checkpoint every N steps and at
+each epoch end. Batch order is a pure function of (seed, epoch) and the RNG state is checkpointed, so a resumed run ends
 where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -53,7 +54,7 @@ class TrainOptions:
     dropout: float = 0.1
     seed: int = 13
     split_seed: int = 0
-    precision: str = "auto"  # auto: bf16 on CUDA and AMX CPUs, else fp32 | bf16 | fp32
+    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs where a probe finds it faster, else fp32 | bf16 | fp32
     device: str = "auto"  # auto | cpu | cuda
     checkpoint_every: int = 200  # optimizer steps
     resume: bool = True
@@ -109,14 +110,39 @@ def pick_device(options: TrainOptions) -> tuple[torch.device, bool]:
     return dev, ok
 
 
+@functools.cache
 def _cpu_bf16() -> bool:
-    """bf16 autocast pays on CPUs with AMX tiles. Measured on this project's AMD EPYC (AVX512-BF16, no AMX),
-    bf16 training steps ran at 0.5-0.8x the speed of fp32 (bench/results/train_speed.json), so fp32 there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
+    """Whether bf16 autocast pays on this CPU, by measuring it: a training-shaped matmul ([256, 384] x
+    [384, 1536], MiniLM's FFN) in bf16 must take at most 0.7x the fp32 time. CPUs with native bf16 kernels are far
+    below that (AMD EPYC with AVX512-BF16: bf16 matmul 0.35-0.4x the fp32 time, training steps 1.55x faster;
+    Sapphire Rapids with AMX: steps 1.43x faster); where bf16 is emulated it is several times slower, so the
+    choice does not flip on timing noise.
+    bf16 and fp32 reached the same test micro-F1 on a 3k-row slice (bench/bench_train_speed.py --accuracy-rows).
+    One session's EPYC ran bf16 steps at 0.5-0.8x fp32 on an older torch; the probe covers such a CPU too."""
+    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
-    return "amx_bf16" in flags and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    gen = torch.Generator().manual_seed(0)
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(256, 384, generator=gen).to(dtype)
+        b = torch.randn(384, 1536, generator=gen).to(dtype)
+        for _ in range(3):  # warm-up: kernel selection, caches
+            a @ b
+        t0 = time.perf_counter()
+        for _ in range(8):
+            a @ b
+        seconds[dtype] = time.perf_counter() - t0
+    ratio = seconds[torch.bfloat16] / seconds[torch.float32]
+    log.info("CPU bf16 matmul probe: bf16 takes %.2fx the fp32 time", ratio)
+    return ratio <= 0.7
+
+
+def pad_multiple(device: torch.device) -> int:
+    """Batch widths are rounded up to this many tokens. On CUDA 8 (tensor-core tiles, few cuBLAS shapes); on the
+    CPU 1: Myntra titles are ~10 tokens, so rounding a length-grouped batch up to 16 computed a third more tokens
+    than needed, and a bf16 step ran ~12% faster unrounded (oneDNN's per-shape kernels are cached after the first
+    batch of each width, at most ``max_length`` of them)."""
+    return 8 if device.type == "cuda" else 1
 
 
 def tag_loss(logits: torch.Tensor, y: torch.Tensor, label_map: LabelMap) -> torch.Tensor:
@@ -165,7 +191,7 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, device, bf16: bool,
     out = np.zeros((len(ids), model.head.out_features), dtype=np.float32)
     for k in range(0, len(order), batch_size):
         idx = order[k : k + batch_size]
-        input_ids, mask = collate([ids[i] for i in idx], pad_id)
+        input_ids, mask = collate([ids[i] for i in idx], pad_id, pad_multiple(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids.to(device), mask.to(device))
         out[idx] = logits.float().cpu().numpy()
@@ -246,6 +272,7 @@ def fit(
         state, best = FitState(**blob["state"]), blob["best"]
         log.info("resumed from %s at step %d/%d (epoch %d)", ckpt, state.step, total, state.epoch)
     y_train_t = torch.from_numpy(y_train.astype(np.float32))
+    multiple = pad_multiple(device)
 
     def validate() -> None:
         probs, pred = score(
@@ -293,7 +320,7 @@ def fit(
             n = sum(len(b) for b in group)
             step_loss = 0.0
             for b in group:
-                input_ids, mask = collate([train_ids[i] for i in b], pad_id)  # [b, T]
+                input_ids, mask = collate([train_ids[i] for i in b], pad_id, multiple)  # [b, T]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(input_ids.to(device), mask.to(device))  # [b, N]
                 loss = tag_loss(logits.float(), y_train_t[b].to(device), label_map) * (len(b) / n)
