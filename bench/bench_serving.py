@@ -158,7 +158,7 @@ def default_bundle(dest: Path) -> Path:
         "category": [f"category:apparel/{x}" for x in ("topwear/shirts", "topwear/tshirts", "bottomwear/jeans")]
         + [f"category:accessories/{x}" for x in ("watches", "bags", "belts")]
         + ["category:footwear/shoes"],
-        "color": [f"color:{c}" for c in ("black", "blue", "white", "grey", "red", "green", "navy-blue", "brown")],
+        "color": [f"color:{c}" for c in ("black", "blue", "white", "gray", "red", "green", "navy", "brown")],
         "gender": ["gender:men", "gender:women", "gender:boys", "gender:girls", "gender:unisex"],
         "season": ["season:summer", "season:winter", "season:fall", "season:spring"],
         "usage": ["usage:casual", "usage:formal", "usage:sports", "usage:ethnic"],

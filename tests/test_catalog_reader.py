@@ -34,7 +34,7 @@ def test_myntra_slice_maps_onto_contract(tmp_path):
     assert set(first.tags) == {
         "category:apparel/topwear/shirts",
         "gender:male",  # value_map Men -> Male
-        "color:navy-blue",
+        "color:navy",  # value_map Navy Blue -> Navy (the Shopify library's spelling)
         "season:fall",
         "usage:casual",
     }

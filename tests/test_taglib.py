@@ -78,10 +78,13 @@ def test_catalog_import_maps_onto_library_and_is_idempotent(shopify_db, tmp_path
         # "Black" in Myntra is the library's color:black (active, from Shopify), not a new candidate
         status = conn.scalar(sa.text("select status from tags where slug='color:black'"))
         assert status == "active"
-        # "Navy Blue" is not in the library: a candidate of the right facet
+        # Myntra's "Navy Blue" is mapped by the spec onto the library's Navy: no duplicate candidate
+        assert conn.scalar(sa.text("select status from tags where slug='color:navy'")) == "active"
+        assert conn.scalar(sa.text("select count(*) from tags where slug='color:navy-blue'")) == 0
+        # "Charcoal" is not in the library: a candidate of the right facet
         row = conn.execute(
             sa.text(
-                "select t.status, f.slug from tags t join facets f on f.id=t.facet_id where t.slug='color:navy-blue'"
+                "select t.status, f.slug from tags t join facets f on f.id=t.facet_id where t.slug='color:charcoal'"
             )
         ).one()
         assert tuple(row) == ("candidate", "color")
