@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -42,6 +43,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
     for noisy in ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Progress bars of instant library steps (HF "Loading weights"/"Writing model shards" each time a bundle is
+    # loaded or saved, MLflow's per-file artifact bars) drown the real ones; training keeps its own bar.
+    # setdefault: a user's explicit setting wins. Read when transformers / MLflow are first imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 for _area in AREAS:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,16 @@ def test_pyfunc_loads_in_a_fresh_process_and_tags_like_the_bundle(registry_setti
         [t["score"] for items in got for t in items], [t["score"] for items in expected for t in items], rtol=1e-5
     )
     assert all(items for items in got)  # every exclusive facet at threshold 0.2 yields a tag
+
+    # logged as a model from code: the registry holds the pyfunc's source, no CloudPickle to unpickle on load
+    import mlflow
+    import yaml
+
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    path = mlflow.artifacts.download_artifacts(f"{ref.uri}/MLmodel", dst_path=str(tmp_path / "mlmodel"))
+    mlmodel = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    flavor = mlmodel["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
 
 
 def _free_port() -> int:
