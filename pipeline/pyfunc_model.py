@@ -5,16 +5,14 @@ The model's only artifact is the bundle folder (``artifacts["bundle"]``); ``load
 a string column ``text`` (or a list of strings); output: one row per text with ``tags`` (JSON list of
 ``{"slug", "facet", "score"}``), ``slugs`` and ``scores``. Optional param ``top_k`` (0 = no cap).
 
-Logged as a model from code (MLflow 3): the registry stores this file's source, not a CloudPickle of the object,
-so loading a registered version never unpickles code; MLflow runs this file on load and takes the model that
-:func:`mlflow.models.set_model` names at the bottom.
+Logged as a model from code (MLflow 3, ``pipeline/pyfunc_script.py``): the registry stores source, not a
+CloudPickle of the object, so loading a registered version never unpickles code.
 """
 
 from __future__ import annotations
 
 import json
 
-import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
@@ -73,6 +71,3 @@ class TaggerPyfunc(mlflow.pyfunc.PythonModel):
             },
             columns=list(OUTPUT_COLUMNS),
         )
-
-
-mlflow.models.set_model(TaggerPyfunc())  # what MLflow loads from this file (models from code)

@@ -266,7 +266,7 @@ def register_bundle(
         warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=Path(pyfunc_model.__file__),  # model from code: source, no pickle
+            python_model=Path(pyfunc_model.__file__).with_name("pyfunc_script.py"),  # model from code: no pickle
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(pyfunc_model.__file__).parent)],  # the `pipeline` package travels along
             signature=pyfunc_model.signature(),
