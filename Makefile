@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format bench clean services-stop
+.PHONY: help venv demo test test-fast lint format bench gpu-carry clean services-stop
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: $(STAMP) ## ruff format + autofix
 
 bench: $(STAMP) ## Run the CPU benchmarks in bench/ (minutes)
 	$(BIN)/python bench/run_all.py
+
+gpu-carry: $(STAMP) ## Write .gpu/ (bf16 encoder + Myntra) for the GPU check: device run of bench/gpu_check.sh
+	$(BIN)/python bench/bench_gpu.py --prepare .gpu
 
 services-stop: $(STAMP) ## Stop the embedded services started by tagger
 	$(BIN)/tagger services stop

@@ -105,7 +105,9 @@ def new_model(encoder_source: str | None, label_map: LabelMap, dropout: float = 
 
     source = encoder_source or default_encoder_path()
     try:
-        encoder = AutoModel.from_pretrained(source)
+        # fp32 master weights whatever the checkpoint stores (a bf16 or fp16 file would otherwise train in it;
+        # transformers 5 loads a checkpoint's own dtype by default); autocast does the bf16 compute
+        encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
         raise BundleError(f"cannot load encoder {source!r}: {exc}") from exc

@@ -1,6 +1,6 @@
 """Build the training dataset: load a source, split by title, map tags to outputs, tokenise, batch.
 
-Splits are grouped by *normalised title* (``pipeline.snapshot.split_of`` hashes it, 80/10/10), so the
+Splits are grouped by *normalised title* (``pipeline.splits.split_of`` hashes it, 80/10/10), so the
 same title always lands in the same split (Myntra has 44k rows but only 31k distinct titles) and a product keeps
 its split as the catalog grows. The test split is identified by ``test_digest`` (sha256 over its sorted
 ``(product_id, normalised title)`` pairs) so every model is compared on the same rows.
@@ -20,12 +20,10 @@ import pandas as pd
 from pipeline.catalog import facet_of, parent_of, read_catalog
 from pipeline.errors import TrainingError
 from pipeline.labels import LabelMap
-from pipeline.snapshot import normalise_title, split_of  # one split rule for validation and training
 from pipeline.spec import DatasetSpec
+from pipeline.splits import SPLITS, normalise_title, split_of  # one split rule for validation and training
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 def split_digest(frame: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.catalog import CONTRACT_COLUMNS, facet_of
-from pipeline.snapshot import normalise_title, split_of_normalised
+from pipeline.splits import normalise_title, split_of_normalised
 
 log = logging.getLogger(__name__)
 

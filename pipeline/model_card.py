@@ -34,7 +34,7 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
         ),
         "",
         "## Splits",
-        "Grouped by normalised title (pipeline.snapshot.split_of: hash of the lower-cased, whitespace-collapsed title,",
+        "Grouped by normalised title (pipeline.splits.split_of: hash of the lower-cased, whitespace-collapsed title,",
         "80/10/10): no title in two splits. The test split is frozen and identified by its digest.",
         f"- train {metrics['n_train']}, validation {metrics['n_val']}, test {metrics['n_test']} rows",
         f"- Test digest: `{metrics['test_digest']}`",

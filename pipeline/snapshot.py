@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -31,31 +30,7 @@ from pipeline.spec import DatasetSpec
 log = logging.getLogger(__name__)
 
 DB_PREFIX = "db:"
-SPLITS = ("train", "val", "test")
-_WS = re.compile(r"\s+")
 _DIGEST_FIELDS = [c for c in CONTRACT_COLUMNS if c != "row_number"]
-
-
-# ---- splits --------------------------------------------------------------------------------------------
-def normalise_title(title: str) -> str:
-    """Lower-case and collapse whitespace: titles equal after this land in the same split."""
-    return _WS.sub(" ", str(title)).strip().lower()
-
-
-def split_of(title: str, seed: int = 0) -> str:
-    """Deterministic 80/10/10 split of a title: ``'train'``, ``'val'`` or ``'test'``.
-
-    The split is a hash of the normalised title, so duplicate titles never straddle two splits; training
-    imports this function so that train and validation agree.
-    """
-    return split_of_normalised(normalise_title(title), seed)
-
-
-def split_of_normalised(normalised: str, seed: int = 0) -> str:
-    """:func:`split_of` for a title already passed through :func:`normalise_title`."""
-    key = f"{seed}\x1f{normalised}".encode("utf-8", errors="surrogatepass")
-    bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 100
-    return "train" if bucket < 80 else ("val" if bucket < 90 else "test")
 
 
 # ---- digest --------------------------------------------------------------------------------------------

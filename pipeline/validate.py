@@ -59,7 +59,7 @@ class ValidationOptions:
     label_psi_fail: float | None = None  # ... above this -> fail (None: drift never fails)
     new_products_warn: float = 0.5  # share of product ids not in the last accepted snapshot -> warn
     title_length_psi_warn: float = 0.2
-    split_seed: int = 0  # seed of snapshot.split_of; training must use the same
+    split_seed: int = 0  # seed of splits.split_of; training must use the same
 
 
 @dataclass(frozen=True)

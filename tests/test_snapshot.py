@@ -15,8 +15,9 @@ from helpers.fixtures_validate import unique_spec
 from pipeline import db
 from pipeline.catalog import read_catalog
 from pipeline.errors import CatalogError, ValidationFailed
-from pipeline.snapshot import content_digest, load_snapshot, normalise_title, split_of
+from pipeline.snapshot import content_digest, load_snapshot
 from pipeline.spec import load_spec
+from pipeline.splits import normalise_title, split_of
 from pipeline.validate import ValidationOptions, validate_catalog
 
 

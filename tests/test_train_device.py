@@ -34,3 +34,47 @@ def test_auto_precision_on_the_cpu_follows_the_matmul_probe(monkeypatch):
 def test_batches_are_padded_to_their_longest_row_on_the_cpu_and_to_8_on_cuda():
     assert pad_multiple(torch.device("cpu")) == 1
     assert pad_multiple(torch.device("cuda")) == 8
+
+
+# What a GPU machine lent by the device tool has: torch, transformers, pandas, PyYAML, scikit-learn; not the
+# project's database / MLflow / settings stack (bench/bench_gpu.py runs the training path there).
+_BLOCKED = ("sqlalchemy", "psycopg", "pydantic", "pydantic_settings", "mlflow", "alembic", "great_expectations")
+_IMPORT_WITHOUT_STACK = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {_BLOCKED!r}:
+            raise ImportError("not on the GPU machine: " + name)
+sys.meta_path.insert(0, Block())
+import pipeline.train, pipeline.dataset, pipeline.bundle, pipeline.catalog, pipeline.evaluate, pipeline.spec
+from pipeline.train import fit, prepare_data, tokenize_splits
+print("OK")
+"""
+
+
+@pytest.mark.unit
+def test_the_training_path_imports_without_the_database_and_mlflow_stack():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITHOUT_STACK], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-2000:]
+
+
+@pytest.mark.unit
+def test_new_model_keeps_fp32_master_weights_from_a_bf16_checkpoint(tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from pipeline.bundle import default_encoder_path, new_model
+    from pipeline.labels import FacetSlice, LabelMap
+
+    src = default_encoder_path()
+    AutoModel.from_pretrained(src).to(torch.bfloat16).save_pretrained(tmp_path / "enc")  # as bench_gpu --prepare
+    AutoTokenizer.from_pretrained(src).save_pretrained(tmp_path / "enc")
+    lm = LabelMap(slugs=("color:black", "color:white"), facets=(FacetSlice("color", True, 0, 2),))
+    model, _ = new_model(str(tmp_path / "enc"), lm)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

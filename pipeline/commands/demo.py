@@ -24,8 +24,8 @@ def _step(console, n: int, title: str) -> None:
 def _held_out(settings, k: int) -> list[dict]:
     """Products whose titles the model never saw: their normalised title hashes into the frozen test split."""
     from pipeline.catalog import read_catalog
-    from pipeline.snapshot import split_of
     from pipeline.spec import load_spec
+    from pipeline.splits import split_of
 
     read = read_catalog(settings.data_dir / "myntra_fashion_styles" / "styles.csv.zip", load_spec("myntra"))
     frame = read.frame[read.frame.title.map(lambda t: split_of(t) == "test")]

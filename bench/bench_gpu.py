@@ -1,0 +1,158 @@
+"""GPU check (issue 4): bf16 training of the tagger on the whole Myntra catalog, for a lent H200.
+
+Reports training samples/s (each optimizer step's data fetch, collation and compute, as ``fit`` counts them),
+peak GPU memory and the final metrics on the frozen test split, for two runs in one go: the CPU defaults
+(batch 32, so its F1 compares with the CPU runs in the README) and a large-batch run (batch 256) for throughput.
+Target: above 5,000 samples/s at sequence length <= 64. Texts are tokenised once, before training, so each step
+only pads a list of id lists; the GPU never waits on a tokenizer.
+
+The device machine has torch, transformers, tokenizers, pandas, PyYAML and scikit-learn but none of this
+project's database or MLflow stack, and it gets only what the device tool carries (64 MiB, no ``../shared``).
+So this script imports the training path alone (``pipeline.train``/``dataset``/``bundle``/``evaluate``, which
+need none of that stack), and reads the encoder and catalog from a carried folder that ``--prepare`` writes here:
+
+    .venv/bin/python bench/bench_gpu.py --prepare .gpu     # here: encoder in bf16 (45 MB) + Myntra catalog
+    # device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=540)
+
+``.venv/bin/python bench/bench_gpu.py --device cpu --max-train-rows 256 --epochs 1`` runs the same path here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MYNTRA = Path("myntra_fashion_styles") / "styles.csv.zip"
+
+
+def prepare(dest: Path) -> None:
+    """Write ``dest/encoder`` (the packaged MiniLM, weights stored in bf16) and ``dest/data`` (Myntra)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from pipeline.bundle import default_encoder_path
+
+    src = default_encoder_path()
+    (dest / "data" / MYNTRA.parent).mkdir(parents=True, exist_ok=True)
+    # bf16 storage halves the file (the carry limit is 64 MiB); training loads it back as fp32 master weights
+    AutoModel.from_pretrained(src, dtype=torch.float32).to(torch.bfloat16).save_pretrained(dest / "encoder")
+    AutoTokenizer.from_pretrained(src).save_pretrained(dest / "encoder")
+    data_dir = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+    shutil.copy2(data_dir / MYNTRA, dest / "data" / MYNTRA)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"wrote {dest} ({size / 2**20:.1f} MiB): carry it with the device tool")  # noqa: T201 (script)
+
+
+def run(frame, spec, encoder: str | None, dev, bf16: bool, **opts) -> dict:
+    """Train on ``frame`` with ``opts`` (TrainOptions fields); samples/s, memory and test metrics."""
+    import numpy as np
+    import torch
+
+    from pipeline.bundle import new_model
+    from pipeline.evaluate import score, tag_metrics
+    from pipeline.labels import probabilities
+    from pipeline.train import TrainOptions, calibrate_thresholds, fit, predict_logits, prepare_data, tokenize_splits
+
+    options = TrainOptions(encoder=encoder, checkpoint_every=10**9, resume=False, **opts)
+    prep = prepare_data(frame, spec, options)
+    torch.manual_seed(options.seed)
+    model, tokenizer = new_model(encoder, prep.label_map, options.dropout)
+    t0 = time.perf_counter()
+    data = tokenize_splits(prep, tokenizer, options.max_length)  # ahead of training: steps only pad id lists
+    tokenize_s = time.perf_counter() - t0
+    model.to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with tempfile.TemporaryDirectory() as ckpt:
+        t0 = time.perf_counter()
+        state = fit(model, data, prep.label_map, options, pad_id=tokenizer.pad_token_id, device=dev, bf16=bf16,
+                    checkpoint_dir=Path(ckpt))  # fmt: skip
+        fit_s = time.perf_counter() - t0
+    lm, pad = prep.label_map, tokenizer.pad_token_id
+    thresholds = calibrate_thresholds(probabilities(predict_logits(model, data["val"][0], pad, dev, bf16), lm),
+                                      data["val"][1], lm)  # fmt: skip
+    scores, pred = score(predict_logits(model, data["test"][0], pad, dev, bf16), lm, thresholds)
+    metrics = tag_metrics(data["test"][1], pred, scores, lm)
+    lengths = [len(x) for x in data["train"][0]]
+    steps = np.asarray(state.step_seconds[5:] or state.step_seconds)  # the first steps warm up kernels
+    return {
+        "options": {k: opts[k] for k in sorted(opts)},
+        "train_rows": len(lengths),
+        "mean_tokens": float(np.mean(lengths)),
+        "max_tokens": int(max(lengths)),
+        "steps": state.step,
+        "samples_per_s": state.samples / state.seconds,
+        "samples_per_s_after_warmup": options.batch_size * options.grad_accum / float(np.median(steps)),
+        "tokenize_s": tokenize_s,
+        "fit_wall_s": fit_s,
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
+        "best_val_micro_f1": state.best_f1,
+        "test_micro_f1": metrics["micro_f1"],
+        "test_macro_f1": metrics["macro_f1"],
+        "test_facets": metrics.get("facets"),
+        "test_digest": prep.test_digest,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepare", type=Path, help="write the carry folder (encoder + catalog) here and stop")
+    ap.add_argument("--carry", type=Path, default=ROOT / ".gpu", help="folder written by --prepare")
+    ap.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--max-train-rows", type=int, default=None, help="cap the training split (smoke runs)")
+    ap.add_argument("--big-batch", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "bench" / "results")))
+    args = ap.parse_args()
+    if args.prepare:
+        prepare(args.prepare)
+        return
+
+    import torch
+
+    from pipeline.catalog import read_catalog
+    from pipeline.spec import load_spec
+    from pipeline.train import TrainOptions, pick_device
+
+    device, bf16 = pick_device(TrainOptions(device=args.device))
+    encoder = str(args.carry / "encoder") if (args.carry / "encoder").exists() else None  # None: packaged MiniLM
+    data_dir = args.carry / "data" if (args.carry / "data").exists() else None
+    data_dir = data_dir or Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+    spec = load_spec("myntra")
+    frame = read_catalog(data_dir / MYNTRA, spec).frame
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "catalog_rows": len(frame),
+        "target_samples_per_s": 5000,
+    }
+    common = {"epochs": args.epochs, "max_length": args.max_length, "max_train_rows": args.max_train_rows,
+              "device": args.device, "progress": sys.stderr.isatty()}  # fmt: skip
+    # the CPU defaults (batch 32), then a batch that fills the GPU better; learning rates scaled by sqrt(batch)
+    scale = (args.big_batch / 32) ** 0.5
+    big = {"batch_size": args.big_batch, "lr": 1e-4 * scale, "head_lr": 2e-3 * scale}
+    for name, opts in (("batch32", {}), (f"batch{args.big_batch}", big)):
+        result[name] = r = run(frame, spec, encoder, device, bf16, **common, **opts)
+        print(  # noqa: T201 (script)
+            f"{name}: {r['samples_per_s']:.0f} samples/s ({r['samples_per_s_after_warmup']:.0f} after warm-up), "
+            f"peak GPU memory {r['peak_gpu_memory_gib']} GiB, test micro-F1 {r['test_micro_f1']:.4f}",
+            flush=True,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "bench_gpu.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))  # noqa: T201 (script)
+
+
+if __name__ == "__main__":
+    main()
