@@ -117,8 +117,11 @@ def main() -> None:
         prepare(args.prepare)
         return
 
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # fit logs its progress
     from pipeline.catalog import read_catalog
     from pipeline.spec import load_spec
     from pipeline.train import TrainOptions, pick_device
