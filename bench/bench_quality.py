@@ -9,7 +9,7 @@ split, and bootstraps (paired, 1000 resamples of test rows) micro-F1 and each ex
 
 Targets (issue 4, Myntra): the tagger cuts the baseline's micro-F1 error by >= 20%, and is no worse than the
 baseline by more than 0.3 points on any exclusive facet.
-Run: nice -n 10 .venv/bin/python bench/bench_quality.py --spec myntra --max-train-rows 12000 --epochs 3
+Run: .venv/bin/python bench/bench_quality.py --spec myntra --max-train-rows 12000 --epochs 3
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
         else (0.0, "-")
     )
     out = {
-        "command": "nice -n 10 .venv/bin/python " + " ".join(sys.argv),
+        "command": ".venv/bin/python " + " ".join(sys.argv),
         "spec": args.spec,
         "source": source,
         "run_id": result.run_id,

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 def train_cmd(
     spec: str = typer.Option("myntra", "--spec", help="Dataset spec name or YAML path."),
     source: str = typer.Option(None, "--source", help="Catalog path or snapshot id (default: the spec's shared file)."),
-    epochs: int = typer.Option(3, help="Epochs (early stopping on validation micro-F1 may end sooner)."),
+    epochs: int = typer.Option(5, help="Epochs (early stopping on validation micro-F1 may end sooner)."),
     max_steps: int = typer.Option(None, help="Cap on optimizer steps."),
     max_rows: int = typer.Option(None, help="Sample this many catalog rows first (demo slices)."),
     max_train_rows: int = typer.Option(None, help="Cap the training split only (test stays the frozen split)."),
