@@ -33,6 +33,11 @@ sys.path.insert(0, str(ROOT))
 MYNTRA = Path("myntra_fashion_styles") / "styles.csv.zip"
 
 
+def shared_data_dir() -> Path:
+    """Settings.data_dir's default without pipeline.settings (pydantic is not on the GPU machine)."""
+    return Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
 def prepare(dest: Path) -> None:
     """Write ``dest/encoder`` (the packaged MiniLM, weights stored in bf16) and ``dest/data`` (Myntra)."""
     import torch
@@ -45,8 +50,7 @@ def prepare(dest: Path) -> None:
     # bf16 storage halves the file (the carry limit is 64 MiB); training loads it back as fp32 master weights
     AutoModel.from_pretrained(src, dtype=torch.float32).to(torch.bfloat16).save_pretrained(dest / "encoder")
     AutoTokenizer.from_pretrained(src).save_pretrained(dest / "encoder")
-    data_dir = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
-    shutil.copy2(data_dir / MYNTRA, dest / "data" / MYNTRA)
+    shutil.copy2(shared_data_dir() / MYNTRA, dest / "data" / MYNTRA)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"wrote {dest} ({size / 2**20:.1f} MiB): carry it with the device tool")  # noqa: T201 (script)
 
@@ -57,9 +61,8 @@ def run(frame, spec, encoder: str | None, dev, bf16: bool, **opts) -> dict:
     import torch
 
     from pipeline.bundle import new_model
-    from pipeline.evaluate import score, tag_metrics
-    from pipeline.labels import probabilities
-    from pipeline.train import TrainOptions, calibrate_thresholds, fit, predict_logits, prepare_data, tokenize_splits
+    from pipeline.evaluate import tag_metrics
+    from pipeline.train import TrainOptions, encoder_test_scores, fit, prepare_data, tokenize_splits
 
     options = TrainOptions(encoder=encoder, checkpoint_every=10**9, resume=False, **opts)
     prep = prepare_data(frame, spec, options)
@@ -76,11 +79,8 @@ def run(frame, spec, encoder: str | None, dev, bf16: bool, **opts) -> dict:
         state = fit(model, data, prep.label_map, options, pad_id=tokenizer.pad_token_id, device=dev, bf16=bf16,
                     checkpoint_dir=Path(ckpt))  # fmt: skip
         fit_s = time.perf_counter() - t0
-    lm, pad = prep.label_map, tokenizer.pad_token_id
-    thresholds = calibrate_thresholds(probabilities(predict_logits(model, data["val"][0], pad, dev, bf16), lm),
-                                      data["val"][1], lm)  # fmt: skip
-    scores, pred = score(predict_logits(model, data["test"][0], pad, dev, bf16), lm, thresholds)
-    metrics = tag_metrics(data["test"][1], pred, scores, lm)
+    *_, scores, pred = encoder_test_scores(model, data, prep.label_map, tokenizer.pad_token_id, dev, bf16)
+    metrics = tag_metrics(data["test"][1], pred, scores, prep.label_map)
     lengths = [len(x) for x in data["train"][0]]
     steps = np.asarray(state.step_seconds[5:] or state.step_seconds)  # the first steps warm up kernels
     return {
@@ -128,8 +128,7 @@ def main() -> None:
 
     device, bf16 = pick_device(TrainOptions(device=args.device))
     encoder = str(args.carry / "encoder") if (args.carry / "encoder").exists() else None  # None: packaged MiniLM
-    data_dir = args.carry / "data" if (args.carry / "data").exists() else None
-    data_dir = data_dir or Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+    data_dir = args.carry / "data" if (args.carry / "data").exists() else shared_data_dir()
     spec = load_spec("myntra")
     frame = read_catalog(data_dir / MYNTRA, spec).frame
     result = {

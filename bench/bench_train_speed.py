@@ -178,12 +178,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from pipeline.train import TrainOptions, pick_device
+    from pipeline.train import TrainOptions, native_cpu_bf16, pick_device
 
     torch.set_num_threads(os.cpu_count() or 1)
-    native_bf16 = torch.cuda.is_available() or (
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    native_bf16 = torch.cuda.is_available() or native_cpu_bf16()
     precisions = args.precisions.split(",") if args.precisions else (["bf16", "fp32"] if native_bf16 else ["fp32"])
     if "bf16" not in precisions:
         print("this CPU has no native bf16 kernels (emulated bf16 matmul runs ~100x slower): fp32 only", flush=True)

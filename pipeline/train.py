@@ -110,6 +110,11 @@ def pick_device(options: TrainOptions) -> tuple[torch.device, bool]:
     return dev, ok
 
 
+def native_cpu_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 @functools.cache
 def _cpu_bf16() -> bool:
     """Whether bf16 autocast pays on this CPU, by measuring it: a training-shaped matmul ([256, 384] x
@@ -119,7 +124,7 @@ def _cpu_bf16() -> bool:
     choice does not flip on timing noise.
     bf16 and fp32 reached the same test micro-F1 on a 3k-row slice (bench/bench_train_speed.py --accuracy-rows).
     One session's EPYC ran bf16 steps at 0.5-0.8x fp32 on an older torch; the probe covers such a CPU too."""
-    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not native_cpu_bf16():
         return False
     gen = torch.Generator().manual_seed(0)
     seconds = {}
@@ -509,6 +514,18 @@ def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder, s
     mlflow.log_input(ds, context="training")
 
 
+def encoder_test_scores(model, data, label_map: LabelMap, pad_id: int, device, bf16: bool):
+    """The encoder alone on the frozen test split: (val logits, test logits, thresholds calibrated on validation,
+    test scores, test decisions)."""
+    from pipeline.evaluate import score
+    from pipeline.labels import probabilities
+
+    val_logits = predict_logits(model, data["val"][0], pad_id, device, bf16)
+    test_logits = predict_logits(model, data["test"][0], pad_id, device, bf16)
+    thresholds = calibrate_thresholds(probabilities(val_logits, label_map), data["val"][1], label_map)
+    return (val_logits, test_logits, thresholds, *score(test_logits, label_map, thresholds))
+
+
 def finish_run(
     *, run_id, model, tokenizer, prep, data, state, options, settings, spec, source_uri, encoder, device, bf16
 ) -> TrainResult:
@@ -525,15 +542,14 @@ def finish_run(
     from pipeline.bundle import default_encoder_path, save_bundle
     from pipeline.evaluate import score, tag_metrics
     from pipeline.hybrid import fit_hybrid
-    from pipeline.labels import decide, probabilities
+    from pipeline.labels import decide
 
-    lm, pad = prep.label_map, tokenizer.pad_token_id
-    (val_ids, y_val), (test_ids, y_test) = data["val"], data["test"]
+    lm = prep.label_map
+    y_val, y_test = data["val"][1], data["test"][1]
     val_texts, test_texts = prep.part("val")["text"].tolist(), prep.part("test")["text"].tolist()
-    val_logits = predict_logits(model, val_ids, pad, device, bf16)
-    test_logits = predict_logits(model, test_ids, pad, device, bf16)
-    thresholds = calibrate_thresholds(probabilities(val_logits, lm), y_val, lm)
-    scores, pred = score(test_logits, lm, thresholds)
+    val_logits, test_logits, thresholds, scores, pred = encoder_test_scores(
+        model, data, lm, tokenizer.pad_token_id, device, bf16
+    )
     metrics, tfidf = {"model": tag_metrics(y_test, pred, scores, lm)}, None
     curves = {"tagger": scores}
     if options.baseline:

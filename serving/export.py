@@ -48,8 +48,7 @@ class ExportResult:
 @contextlib.contextmanager
 def _without_root_notice(prefix: str):
     """Drop root-logger records starting with ``prefix`` while the block runs (a library's advisory notice)."""
-    drop = logging.Filter()
-    drop.filter = lambda record: not record.getMessage().startswith(prefix)
+    drop = lambda record: not record.getMessage().startswith(prefix)  # noqa: E731 (a logging filter callable)
     root = logging.getLogger()
     root.addFilter(drop)
     try:
