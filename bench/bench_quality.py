@@ -10,6 +10,11 @@ split, and bootstraps (paired, 1000 resamples of test rows) micro-F1 and each ex
 Targets (issue 4, Myntra): the tagger cuts the baseline's micro-F1 error by >= 20%, and is no worse than the
 baseline by more than 0.3 points on any exclusive facet.
 Run: .venv/bin/python bench/bench_quality.py --spec myntra --max-train-rows 12000 --epochs 3
+
+``--from-logits FILE`` takes the encoder from a GPU run instead of training here (``bench/bench_gpu.py`` leaves
+``logits_NAME.npz``: validation and test logits, the options, the test digest): the same splits are rebuilt from
+the catalog and checked against that digest and label set, the baseline is fitted here on the same training
+rows, and the fusion is fitted on validation exactly as training does (``pipeline.hybrid.fuse_and_decide``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from common import RESULTS, save
@@ -33,24 +39,31 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--from-logits", type=Path, default=None, help="logits_NAME.npz from bench/bench_gpu.py")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
+    from pipeline.cli import setup_logging
+
+    setup_logging()
+    prep, preds, meta, base = from_logits(args) if args.from_logits else (*from_training(args), None)
+    report(args, prep, preds, meta, base)
+
+
+def from_training(args):
+    """Train through the real entry point, then re-score the bundle as served and the encoder alone."""
     import atexit
 
     import torch
     from common import drop_database, scratch_settings
 
-    from pipeline.baseline import fit_baseline
     from pipeline.bundle import load_bundle
-    from pipeline.cli import setup_logging
     from pipeline.commands.train import default_source
     from pipeline.dataset import load_source
-    from pipeline.evaluate import bootstrap_ci, facet_score, micro_f1, score
+    from pipeline.evaluate import score
     from pipeline.labels import decide, probabilities
     from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, _exclusive_mask, calibrate_thresholds, prepare_data, train
+    from pipeline.train import TrainOptions, calibrate_thresholds, prepare_data, train
 
-    setup_logging()
     torch.set_num_threads(os.cpu_count() or 1)
     settings = scratch_settings(f"bench_quality_{args.spec}")
     for url in (settings.database_url, settings.mlflow_tracking_uri):  # scratch databases go when the bench ends
@@ -67,23 +80,81 @@ def main() -> None:
     t0 = time.perf_counter()
     result = train(source, args.spec, settings, opts)
     train_s = time.perf_counter() - t0
-
-    # re-score: tagger bundle and a baseline refitted on the same training rows, on the whole frozen test split
     spec = load_spec(args.spec)
     frame, _ = load_source(source, spec, settings)
     prep = prepare_data(frame, spec, opts)
     assert prep.test_digest == result.test_digest
     bundle = load_bundle(result.bundle_path)
     lm, test = bundle.label_map, prep.part("test")
-    y = prep.y("test")
-    p_model = decide(bundle.scores(test["text"].tolist()), lm, bundle.thresholds)  # as served (hybrid)
-    base = fit_baseline(prep.part("train")["text"].tolist(), prep.y("train"), lm)
-    _, p_base = score(base.logits(test["text"].tolist()), lm, np.where(_exclusive_mask(lm), 0.0, 0.5))
-    preds = {"tagger": p_model, "baseline": p_base}
+    preds = {"tagger": decide(bundle.scores(test["text"].tolist()), lm, bundle.thresholds)}  # as served (hybrid)
     if bundle.tfidf is not None:  # the encoder alone, thresholds calibrated on validation as training does
-        val = prep.part("val")
-        thr = calibrate_thresholds(probabilities(bundle.logits(val["text"].tolist()), lm), prep.y("val"), lm)
+        thr = calibrate_thresholds(
+            probabilities(bundle.logits(prep.part("val")["text"].tolist()), lm), prep.y("val"), lm
+        )
         _, preds["encoder alone"] = score(bundle.logits(test["text"].tolist()), lm, thr)
+    device = result.device + ("" if torch.cuda.is_available() else " (no GPU lent this session)")
+    meta = {"source": source, "run_id": result.run_id, "bundle": result.bundle_path, "device": device,
+            "epochs": args.epochs, "train_wall_s": train_s, "train_samples_per_s": result.samples_per_s}  # fmt: skip
+    return prep, preds, meta
+
+
+def from_logits(args):
+    """The encoder's logits from a GPU run (bench_gpu.py), fused with a baseline fitted here on the same rows."""
+    import json
+
+    from pipeline.baseline import fit_baseline
+    from pipeline.catalog import read_catalog
+    from pipeline.errors import TrainingError
+    from pipeline.evaluate import score
+    from pipeline.hybrid import fuse_and_decide
+    from pipeline.labels import probabilities
+    from pipeline.settings import Settings
+    from pipeline.spec import load_spec
+    from pipeline.train import TrainOptions, calibrate_thresholds, prepare_data
+
+    blob = np.load(args.from_logits)
+    opts = TrainOptions(**json.loads(str(blob["options"])))
+    spec = load_spec(args.spec)
+    source = args.source or str(Settings().data_dir / "myntra_fashion_styles" / "styles.csv.zip")
+    prep = prepare_data(read_catalog(source, spec).frame, spec, opts)
+    lm = prep.label_map
+    if prep.test_digest != str(blob["test_digest"]) or tuple(blob["slugs"]) != lm.slugs:
+        raise TrainingError(
+            f"{args.from_logits} was not made from these splits: its test digest {str(blob['test_digest'])[:12]} "
+            f"and {len(blob['slugs'])} tags, here {prep.test_digest[:12]} and {len(lm)} tags (catalog {source})"
+        )
+    val_logits, test_logits = blob["val"].astype(np.float32), blob["test"].astype(np.float32)
+    thr = calibrate_thresholds(probabilities(val_logits, lm), prep.y("val"), lm)
+    _, encoder_alone = score(test_logits, lm, thr)
+    base = fit_baseline(prep.part("train")["text"].tolist(), prep.y("train"), lm, seed=opts.seed)
+    val = (prep.part("val")["text"].tolist(), val_logits, prep.y("val"))
+    *_, hybrid = fuse_and_decide(base, val, (prep.part("test")["text"].tolist(), test_logits), calibrate_thresholds)
+    gpu = json.loads((args.from_logits.parent / "bench_gpu.json").read_text())
+    run = gpu.get(args.from_logits.stem.removeprefix("logits_"), {})
+    meta = {
+        "source": source,
+        "logits": str(args.from_logits),
+        "device": f"{gpu.get('device')} ({gpu.get('precision')})",
+        "epochs": opts.epochs,
+        "train_wall_s": run.get("fit_wall_s", float("nan")),
+        "train_samples_per_s": run.get("samples_per_s"),
+        "options": json.loads(str(blob["options"])),
+    }
+    return prep, {"tagger": hybrid, "encoder alone": encoder_alone}, meta, base
+
+
+def report(args, prep, preds: dict, meta: dict, base=None) -> None:
+    """The baseline (``base``, else refitted on the same training rows) beside ``preds``; paired bootstrap CIs;
+    JSON + Markdown table in bench/results."""
+    from pipeline.baseline import fit_baseline
+    from pipeline.evaluate import bootstrap_ci, facet_score, micro_f1, score
+    from pipeline.train import _exclusive_mask
+
+    lm, test, y = prep.label_map, prep.part("test"), prep.y("test")
+    base = base or fit_baseline(prep.part("train")["text"].tolist(), prep.y("train"), lm)
+    _, p_base = score(base.logits(test["text"].tolist()), lm, np.where(_exclusive_mask(lm), 0.0, 0.5))
+    preds = {"tagger": preds["tagger"], "baseline": p_base, **{k: v for k, v in preds.items() if k != "tagger"}}
+    p_model = preds["tagger"]
     cis = {"micro_f1": bootstrap_ci(y, preds, micro_f1, n=args.bootstrap)}
     for sl in lm.facets:
         name = f"{sl.name} {'accuracy' if sl.exclusive else 'micro_f1'}"
@@ -105,16 +176,10 @@ def main() -> None:
     out = {
         "command": ".venv/bin/python " + " ".join(sys.argv),
         "spec": args.spec,
-        "source": source,
-        "run_id": result.run_id,
-        "bundle": result.bundle_path,
-        "device": result.device + ("" if torch.cuda.is_available() else " (no GPU lent this session)"),
+        **meta,
         "train_rows": int((prep.frame["split"] == "train").sum()),
         "test_rows": len(test),
-        "test_digest": result.test_digest,
-        "epochs": args.epochs,
-        "train_wall_s": train_s,
-        "train_samples_per_s": result.samples_per_s,
+        "test_digest": prep.test_digest,
         "ci": {k: {n: list(v) for n, v in d.items()} for k, d in cis.items()},
         "micro_f1_error_reduction": reduction,
         "micro_f1_error_reduction_ci": [float(np.quantile(red, 0.025)), float(np.quantile(red, 0.975))],
@@ -127,10 +192,10 @@ def main() -> None:
     name = f"quality_{args.spec}{('_' + args.tag) if args.tag else ''}"
     save(name, out)
     lines = [
-        f"# Quality: {args.spec} frozen test split ({len(test)} rows, digest {result.test_digest[:12]})",
+        f"# Quality: {args.spec} frozen test split ({len(test)} rows, digest {prep.test_digest[:12]})",
         "",
-        f"`{out['command']}` — {out['train_rows']} training rows, {args.epochs} epochs, {out['device']}, "
-        f"{train_s / 60:.1f} min",
+        f"`{out['command']}` — {out['train_rows']} training rows, {meta['epochs']} epochs, {out['device']}, "
+        f"training {meta['train_wall_s'] / 60:.1f} min",
         "",
         "| metric | " + " | ".join(f"{n} [95% CI]" for n in preds) + " |",
         "|---|" + "---|" * len(preds),

@@ -67,3 +67,17 @@ def fit_hybrid(baseline, texts_val: list[str], logits_val: np.ndarray, y_val: np
     scorer.weights = choose_weights(probabilities(logits_val, lm), p_tfidf, y_val, lm, calibrate)
     log.info("hybrid: TF-IDF temperatures %s, fusion weights %s", scorer.temperatures, scorer.weights)
     return scorer
+
+
+def fuse_and_decide(baseline, val: tuple, test: tuple, calibrate):
+    """Fit the fusion on validation, then the tagger as served on test: ``(scorer, thresholds, scores, decisions)``.
+
+    ``val`` is ``(texts, encoder logits, y)``, ``test`` is ``(texts, encoder logits)``. Thresholds are calibrated
+    on the fused validation scores, as the bundle serves them. Training and ``bench_quality --from-logits`` share it.
+    """
+    (val_texts, val_logits, y_val), (test_texts, test_logits) = val, test
+    lm = baseline.label_map
+    scorer = fit_hybrid(baseline, val_texts, val_logits, y_val, calibrate)
+    thresholds = calibrate(scorer.fuse(val_logits, scorer.decision(val_texts), lm), y_val, lm)
+    scores = scorer.fuse(test_logits, scorer.decision(test_texts), lm)
+    return scorer, thresholds, scores, decide(scores, lm, thresholds)

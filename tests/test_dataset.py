@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from helpers.data import myntra_slice
 
 from pipeline.catalog import read_catalog
@@ -77,6 +78,7 @@ def test_length_grouped_batches_cover_all_rows_deterministically():
     ids, mask = collate([[5, 6, 7], [8]], pad_id=0, multiple=1)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert collate([[5] * 9], pad_id=0)[0].shape == (1, 16)
+    assert ids.dtype == mask.dtype == torch.int64  # what the embedding layer takes
 
 
 @pytest.mark.data

@@ -64,3 +64,17 @@ def test_a_few_steps_lower_the_loss_and_resume_matches(tiny, tmp_path):
     assert state.best_f1 == pytest.approx(full_state.best_f1)
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_tag_loss_matches_a_hand_computed_value_and_skips_rows_without_a_label():
+    import math
+
+    from pipeline.labels import LabelMap
+
+    lm = LabelMap.build({"a": ["x", "y"], "m": ["u"]}, {"a": True, "m": False})
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0], [5.0, -5.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # row 1 has no tag in the exclusive facet "a"
+    # row 0 cross-entropy: -log(1 / (1 + 3)) = log 4; row 1: nothing; BCE at logit 0: log 2 per row; mean of 2 rows
+    assert float(tag_loss(logits, y, lm)) == pytest.approx((math.log(4) + 2 * math.log(2)) / 2, rel=1e-6)
+    y[0, :2] = 0  # no exclusive label anywhere: only the multi-valued part remains
+    assert float(tag_loss(logits, y, lm)) == pytest.approx(2 * math.log(2) / 2, rel=1e-6)
