@@ -1,5 +1,12 @@
 """The split rule shared by validation and training: a hash of the normalised title, 80/10/10.
 
+Why a hash and not a stratified split: a title's split must never change as the catalog grows, so that a model
+trained on an older snapshot can be re-scored on a newer snapshot's test split without having seen any of it
+(``tagger evaluate MODEL --source NEWER``), and a champion and its challenger share every old test title. Any
+split that balances a stratum's shares depends on the other titles in it, and a new title would move old ones
+between splits. The price, measured on all of Myntra: among the 74 head tags with 200+ rows the test share
+ranges 5.5-15.3% (median 9.3%; titles cluster), and 14 of 181 head tags have no test row.
+
 Its own module, with no database or settings imports, so that training (and a GPU machine that has only torch,
 transformers and pandas) can import it without the snapshot store.
 """
