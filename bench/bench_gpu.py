@@ -15,7 +15,7 @@ prints the quality table with bootstrap CIs (the device has no time to spare for
 
 The device machine has torch, transformers, tokenizers, pandas, PyYAML and scikit-learn but none of this
 project's database or MLflow stack, and it gets only what the device tool carries (64 MiB, no ``../shared``).
-So this script imports the training path alone (``pipeline.train``/``dataset``/``bundle``/``evaluate``, which
+So this script imports the training path alone (``pipeline.train``/``loop``/``dataset``/``bundle``/``evaluate``, which
 need none of that stack), and reads the encoder and catalog from a carried folder that ``--prepare`` writes here:
 
     .venv/bin/python bench/bench_gpu.py --prepare .gpu     # here: encoder in bf16 (45 MB) + Myntra catalog
@@ -70,7 +70,8 @@ def run(frame, spec, encoder: str | None, dev, bf16: bool, out: Path, name: str,
 
     from pipeline.bundle import new_model
     from pipeline.evaluate import tag_metrics
-    from pipeline.train import TrainOptions, encoder_test_scores, fit, predict_logits, prepare_data, tokenize_splits
+    from pipeline.loop import encoder_test_scores, fit, predict_logits, tokenize_splits
+    from pipeline.train import TrainOptions, prepare_data
 
     options = TrainOptions(encoder=encoder, checkpoint_every=10**9, resume=False, **opts)
     prep = prepare_data(frame, spec, options)
@@ -164,8 +165,9 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # fit logs its progress
     from pipeline.catalog import read_catalog
+    from pipeline.loop import pick_device
     from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, pick_device
+    from pipeline.train import TrainOptions
 
     device, bf16 = pick_device(TrainOptions(device=args.device))
     encoder = str(args.carry / "encoder") if (args.carry / "encoder").exists() else None  # None: packaged MiniLM

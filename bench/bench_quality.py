@@ -61,8 +61,9 @@ def from_training(args):
     from pipeline.dataset import load_source
     from pipeline.evaluate import score
     from pipeline.labels import decide, probabilities
+    from pipeline.loop import calibrate_thresholds
     from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, calibrate_thresholds, prepare_data, train
+    from pipeline.train import TrainOptions, prepare_data, train
 
     torch.set_num_threads(os.cpu_count() or 1)
     settings = scratch_settings(f"bench_quality_{args.spec}")
@@ -108,9 +109,10 @@ def from_logits(args):
     from pipeline.evaluate import score
     from pipeline.hybrid import fuse_and_decide
     from pipeline.labels import probabilities
+    from pipeline.loop import calibrate_thresholds
     from pipeline.settings import Settings
     from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, calibrate_thresholds, prepare_data
+    from pipeline.train import TrainOptions, prepare_data
 
     blob = np.load(args.from_logits)
     opts = TrainOptions(**json.loads(str(blob["options"])))

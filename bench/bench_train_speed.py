@@ -32,9 +32,9 @@ def _data(rows: int, max_length: int):
     from pipeline.bundle import new_model
     from pipeline.catalog import read_catalog
     from pipeline.dataset import prepare
+    from pipeline.loop import tokenize_splits
     from pipeline.settings import Settings
     from pipeline.spec import load_spec
-    from pipeline.train import tokenize_splits
 
     spec = load_spec("myntra")
     s = Settings()
@@ -48,7 +48,8 @@ def ours(prep, tok, data, steps: int, batch: int, precision: str) -> float:
     import torch
 
     from pipeline.bundle import new_model
-    from pipeline.train import TrainOptions, fit, pick_device
+    from pipeline.loop import fit, pick_device
+    from pipeline.train import TrainOptions
 
     opts = TrainOptions(
         batch_size=batch,
@@ -85,7 +86,8 @@ def accuracy(prep, tok, data, epochs: int, precision: str) -> dict:
     from pipeline.bundle import new_model
     from pipeline.evaluate import micro_f1, score
     from pipeline.labels import probabilities
-    from pipeline.train import TrainOptions, calibrate_thresholds, fit, pick_device, predict_logits
+    from pipeline.loop import calibrate_thresholds, fit, pick_device, predict_logits
+    from pipeline.train import TrainOptions
 
     opts = TrainOptions(epochs=epochs, precision=precision, resume=False, progress=False, checkpoint_every=10**9)
     torch.manual_seed(0)
@@ -107,7 +109,7 @@ def hf_trainer(prep, tok, data, steps: int, batch: int, precision: str) -> float
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     from pipeline.bundle import new_model
-    from pipeline.train import tag_loss
+    from pipeline.loop import tag_loss
 
     lm = prep.label_map
 
@@ -178,7 +180,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from pipeline.train import TrainOptions, native_cpu_bf16, pick_device
+    from pipeline.loop import native_cpu_bf16, pick_device
+    from pipeline.train import TrainOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     native_bf16 = torch.cuda.is_available() or native_cpu_bf16()

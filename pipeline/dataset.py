@@ -225,7 +225,7 @@ def collate(ids: list[list[int]], pad_id: int, multiple: int = 8):
     """Dynamic padding: [B, T] input_ids and attention_mask, T = the longest sequence rounded up to ``multiple``.
 
     Rounding keeps the number of distinct shapes small for cuBLAS (CUDA); on the CPU the trainer passes 1
-    (``pipeline.train.pad_multiple``).
+    (``pipeline.loop.pad_multiple``).
     """
     import torch
 

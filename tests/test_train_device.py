@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import train
-from pipeline.train import TrainOptions, pad_multiple, pick_device
+from pipeline import loop
+from pipeline.loop import pad_multiple, pick_device
+from pipeline.train import TrainOptions
 
 
 @pytest.mark.unit
@@ -17,17 +18,17 @@ def test_explicit_precisions_are_obeyed_on_the_cpu():
 
 @pytest.mark.unit
 def test_auto_precision_on_the_cpu_follows_the_matmul_probe(monkeypatch):
-    train._cpu_bf16.cache_clear()
+    loop._cpu_bf16.cache_clear()
     try:
-        measured = train._cpu_bf16()
+        measured = loop._cpu_bf16()
         assert isinstance(measured, bool)
         assert pick_device(TrainOptions(device="cpu", precision="auto"))[1] is measured
-        train._cpu_bf16.cache_clear()
+        loop._cpu_bf16.cache_clear()
         monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-        assert train._cpu_bf16() is False  # no oneDNN: never bf16 on the CPU
+        assert loop._cpu_bf16() is False  # no oneDNN: never bf16 on the CPU
         assert pick_device(TrainOptions(device="cpu", precision="auto"))[1] is False
     finally:
-        train._cpu_bf16.cache_clear()
+        loop._cpu_bf16.cache_clear()
 
 
 @pytest.mark.unit
@@ -46,8 +47,10 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {_BLOCKED!r}:
             raise ImportError("not on the GPU machine: " + name)
 sys.meta_path.insert(0, Block())
-import pipeline.train, pipeline.dataset, pipeline.bundle, pipeline.catalog, pipeline.evaluate, pipeline.spec
-from pipeline.train import fit, prepare_data, tokenize_splits
+import pipeline.train, pipeline.loop, pipeline.dataset, pipeline.bundle, pipeline.catalog, pipeline.evaluate
+import pipeline.spec
+from pipeline.loop import fit, tokenize_splits
+from pipeline.train import prepare_data
 print("OK")
 """
 

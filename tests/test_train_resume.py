@@ -10,8 +10,9 @@ from pipeline.bundle import new_model
 from pipeline.catalog import read_catalog
 from pipeline.dataset import collate, prepare
 from pipeline.errors import TrainingError
+from pipeline.loop import fit, tag_loss, tokenize_splits
 from pipeline.spec import load_spec
-from pipeline.train import TrainOptions, fit, tag_loss, tokenize_splits
+from pipeline.train import TrainOptions
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
