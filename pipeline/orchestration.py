@@ -132,6 +132,17 @@ def ensure_triton(settings: Settings) -> str:
     from serving.server import TritonServer, is_ready
 
     if is_ready(settings.triton_grpc_url, timeout=2.0):
+        record = settings.home_dir / "triton" / "triton.json"
+        local = settings.triton_grpc_url.split(":")[0] in ("127.0.0.1", "localhost")
+        if local and not record.exists():  # e.g. left running by a deleted or another TAGGER_HOME
+            log.warning(
+                "a Triton server already answers on %s but was not started from %s (no %s); using it. If it was "
+                "left running by another or a deleted TAGGER_HOME, stop it (`tagger services stop` there, or kill "
+                "the tritonserver process): its backends and repository may not be this home's",
+                settings.triton_grpc_url,
+                settings.home_dir,
+                record,
+            )
         return "running"
     TritonServer(settings).start()  # runs on after this process: `tagger services stop` stops it
     return "started"

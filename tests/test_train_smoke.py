@@ -87,3 +87,27 @@ def test_product1m_trains_through_its_spec(tmp_path, settings):
     multi = [i for f in b.label_map.facets for i in range(f.start, f.end) if not f.exclusive]
     assert len(multi) == len(b.label_map) and all(0.0 < b.thresholds[i] < 1.0 for i in multi)
     assert isinstance(b.predict(["兰蔻小黑瓶精华肌底液"])[0], list)
+
+
+@pytest.mark.unit
+def test_psycopg_notes_on_handled_pipeline_aborts_are_dropped_and_other_warnings_kept(caplog):
+    """MLflow's store handles a duplicate metric insert itself; psycopg's side note about the aborted batch goes,
+    any other psycopg warning (here the same note about a real error) still shows."""
+    import logging
+
+    from pipeline.tracking import quiet_handled_pipeline_aborts
+
+    quiet_handled_pipeline_aborts()
+    quiet_handled_pipeline_aborts()  # idempotent
+    psycopg_log = logging.getLogger("psycopg")
+    assert len([f for f in psycopg_log.filters if getattr(f, "__name__", "") == "_not_a_handled_abort"]) == 1
+
+    class Pipeline:  # how psycopg's warning shows its pipeline object (``%r``)
+        def __repr__(self) -> str:
+            return "<psycopg.Pipeline [INERROR, pipeline=ON] (user=postgres database=mlflow) at 0x7f>"
+
+    pipeline = Pipeline()
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        psycopg_log.warning("error ignored terminating %r: %s", pipeline, "pipeline aborted")
+        psycopg_log.warning("error ignored terminating %r: %s", pipeline, "duplicate key value violates unique")
+    assert [r.getMessage()[-35:] for r in caplog.records] == ["duplicate key value violates unique"]
