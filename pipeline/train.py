@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -198,9 +199,11 @@ def _log_start(mlflow, prep, spec, source_uri, options, device, bf16, encoder, s
     df = prep.frame[["product_id", "title", "text", "split"]].assign(tags=prep.frame["tags"].map("|".join))
     # MLflow resolves the source string: give it a path/URI it knows (a snapshot's accepted Parquet file).
     mlflow.set_tag("source", source_uri)
-    ds = mlflow.data.from_pandas(
-        df, source=_resolvable(source_uri, settings), name=f"{spec.name}-catalog", digest=prep.dataset_digest[:32]
-    )
+    with warnings.catch_warnings():  # MLflow registers two equal local-file sources and warns that it picked one
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        ds = mlflow.data.from_pandas(
+            df, source=_resolvable(source_uri, settings), name=f"{spec.name}-catalog", digest=prep.dataset_digest[:32]
+        )
     mlflow.log_input(ds, context="training")
 
 
