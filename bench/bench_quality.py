@@ -93,7 +93,7 @@ def from_training(args):
             probabilities(bundle.logits(prep.part("val")["text"].tolist()), lm), prep.y("val"), lm
         )
         _, preds["encoder alone"] = score(bundle.logits(test["text"].tolist()), lm, thr)
-    device = result.device + ("" if torch.cuda.is_available() else " (no GPU lent this session)")
+    device = result.device + ("" if torch.cuda.is_available() else " (no GPU on this machine)")
     meta = {"source": source, "run_id": result.run_id, "bundle": result.bundle_path, "device": device,
             "epochs": args.epochs, "train_wall_s": train_s, "train_samples_per_s": result.samples_per_s}  # fmt: skip
     return prep, preds, meta
