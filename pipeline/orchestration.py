@@ -129,10 +129,10 @@ def review_decision(settings: Settings, version: int) -> str | None:
 
 def ensure_triton(settings: Settings) -> str:
     """Start the local Triton server when nothing answers at the configured address (embedded default)."""
-    from serving.server import TritonServer, is_ready
+    from serving.server import TritonServer, is_ready, recorded_pid_file
 
     if is_ready(settings.triton_grpc_url, timeout=2.0):
-        record = settings.home_dir / "triton" / "triton.json"
+        record = recorded_pid_file(settings)
         local = settings.triton_grpc_url.split(":")[0] in ("127.0.0.1", "localhost")
         if local and not record.exists():  # e.g. left running by a deleted or another TAGGER_HOME
             log.warning(

@@ -280,9 +280,14 @@ def is_ready(grpc_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def recorded_pid_file(settings: Settings) -> Path:
+    """Where a server started from this home records itself (``TritonServer.pid_file`` with the default work dir)."""
+    return settings.home_dir / "triton" / "triton.json"
+
+
 def stop_recorded(settings: Settings) -> bool:
     """Stop the server recorded in ``HOME/triton/triton.json`` (started by ``tagger serve``); True if one was."""
-    pid_file = settings.home_dir / "triton" / "triton.json"
+    pid_file = recorded_pid_file(settings)
     if not pid_file.exists():
         return False
     info = json.loads(pid_file.read_text())
@@ -298,7 +303,7 @@ def server_state(settings: Settings) -> str:
     """``running`` (answers ready), ``starting`` (our process is up, not ready yet), or ``stopped``."""
     if is_ready(settings.triton_grpc_url, timeout=1.0):
         return "running"
-    pid_file = settings.home_dir / "triton" / "triton.json"
+    pid_file = recorded_pid_file(settings)
     if pid_file.exists():
         try:
             if _pid_alive(int(json.loads(pid_file.read_text())["pid"])):
