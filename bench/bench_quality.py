@@ -59,9 +59,8 @@ def from_training(args):
     from pipeline.bundle import load_bundle
     from pipeline.commands.train import default_source
     from pipeline.dataset import load_source
-    from pipeline.evaluate import score
-    from pipeline.labels import decide, probabilities
-    from pipeline.loop import calibrate_thresholds
+    from pipeline.labels import decide
+    from pipeline.loop import decide_with_val_thresholds
     from pipeline.spec import load_spec
     from pipeline.train import TrainOptions, prepare_data, train
 
@@ -89,10 +88,8 @@ def from_training(args):
     lm, test = bundle.label_map, prep.part("test")
     preds = {"tagger": decide(bundle.scores(test["text"].tolist()), lm, bundle.thresholds)}  # as served (hybrid)
     if bundle.tfidf is not None:  # the encoder alone, thresholds calibrated on validation as training does
-        thr = calibrate_thresholds(
-            probabilities(bundle.logits(prep.part("val")["text"].tolist()), lm), prep.y("val"), lm
-        )
-        _, preds["encoder alone"] = score(bundle.logits(test["text"].tolist()), lm, thr)
+        val_logits, test_logits = (bundle.logits(prep.part(s)["text"].tolist()) for s in ("val", "test"))
+        *_, preds["encoder alone"] = decide_with_val_thresholds(val_logits, prep.y("val"), test_logits, lm)
     device = result.device + ("" if torch.cuda.is_available() else " (no GPU on this machine)")
     meta = {"source": source, "run_id": result.run_id, "bundle": result.bundle_path, "device": device,
             "epochs": args.epochs, "train_wall_s": train_s, "train_samples_per_s": result.samples_per_s}  # fmt: skip
@@ -105,19 +102,19 @@ def from_logits(args):
 
     from pipeline.baseline import fit_baseline
     from pipeline.catalog import read_catalog
+    from pipeline.commands.train import default_source
     from pipeline.errors import TrainingError
-    from pipeline.evaluate import score
     from pipeline.hybrid import fuse_and_decide
-    from pipeline.labels import probabilities
-    from pipeline.loop import calibrate_thresholds
+    from pipeline.loop import calibrate_thresholds, decide_with_val_thresholds
     from pipeline.settings import Settings
     from pipeline.spec import load_spec
     from pipeline.train import TrainOptions, prepare_data
 
     blob = np.load(args.from_logits)
-    opts = TrainOptions(**json.loads(str(blob["options"])))
+    options = json.loads(str(blob["options"]))
+    opts = TrainOptions(**options)
     spec = load_spec(args.spec)
-    source = args.source or str(Settings().data_dir / "myntra_fashion_styles" / "styles.csv.zip")
+    source = args.source or default_source(args.spec, Settings())
     prep = prepare_data(read_catalog(source, spec).frame, spec, opts)
     lm = prep.label_map
     if prep.test_digest != str(blob["test_digest"]) or tuple(blob["slugs"]) != lm.slugs:
@@ -126,8 +123,7 @@ def from_logits(args):
             f"and {len(blob['slugs'])} tags, here {prep.test_digest[:12]} and {len(lm)} tags (catalog {source})"
         )
     val_logits, test_logits = blob["val"].astype(np.float32), blob["test"].astype(np.float32)
-    thr = calibrate_thresholds(probabilities(val_logits, lm), prep.y("val"), lm)
-    _, encoder_alone = score(test_logits, lm, thr)
+    *_, encoder_alone = decide_with_val_thresholds(val_logits, prep.y("val"), test_logits, lm)
     base = fit_baseline(prep.part("train")["text"].tolist(), prep.y("train"), lm, seed=opts.seed)
     val = (prep.part("val")["text"].tolist(), val_logits, prep.y("val"))
     *_, hybrid = fuse_and_decide(base, val, (prep.part("test")["text"].tolist(), test_logits), calibrate_thresholds)
@@ -140,7 +136,7 @@ def from_logits(args):
         "epochs": opts.epochs,
         "train_wall_s": run.get("fit_wall_s", float("nan")),
         "train_samples_per_s": run.get("samples_per_s"),
-        "options": json.loads(str(blob["options"])),
+        "options": options,
     }
     return prep, {"tagger": hybrid, "encoder alone": encoder_alone}, meta, base
 

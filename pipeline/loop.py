@@ -345,13 +345,18 @@ def tokenize_splits(prep, tokenizer, max_length: int) -> dict[str, tuple[list[li
 
 
 # ---- the entry point ---------------------------------------------------------------------------------------------
-def encoder_test_scores(model, data, label_map: LabelMap, pad_id: int, device, bf16: bool):
-    """The encoder alone on the frozen test split: (val logits, test logits, thresholds calibrated on validation,
-    test scores, test decisions)."""
+def decide_with_val_thresholds(val_logits: np.ndarray, y_val: np.ndarray, test_logits: np.ndarray, label_map):
+    """Thresholds calibrated on validation, then (thresholds, test scores, test decisions) for the encoder alone."""
     from pipeline.evaluate import score
     from pipeline.labels import probabilities
 
+    thresholds = calibrate_thresholds(probabilities(val_logits, label_map), y_val, label_map)
+    return (thresholds, *score(test_logits, label_map, thresholds))
+
+
+def encoder_test_scores(model, data, label_map: LabelMap, pad_id: int, device, bf16: bool):
+    """The encoder alone on the frozen test split: (val logits, test logits, thresholds calibrated on validation,
+    test scores, test decisions)."""
     val_logits = predict_logits(model, data["val"][0], pad_id, device, bf16)
     test_logits = predict_logits(model, data["test"][0], pad_id, device, bf16)
-    thresholds = calibrate_thresholds(probabilities(val_logits, label_map), data["val"][1], label_map)
-    return (val_logits, test_logits, thresholds, *score(test_logits, label_map, thresholds))
+    return (val_logits, test_logits, *decide_with_val_thresholds(val_logits, data["val"][1], test_logits, label_map))
