@@ -15,7 +15,7 @@ prints the quality table with bootstrap CIs (the device has no time to spare for
 
 The device machine has torch, transformers, tokenizers, pandas, PyYAML and scikit-learn but none of this
 project's database or MLflow stack, and it gets only what the device tool carries (64 MiB, no ``../shared``).
-So this script imports the training path alone (``pipeline.train``/``loop``/``dataset``/``bundle``/``evaluate``, which
+So this script imports the training path alone (``pipeline.training`` loop, dataset, bundle; ``pipeline.metrics``, which
 need none of that stack), and reads the encoder and catalog from a carried folder that ``--prepare`` writes here:
 
     .venv/bin/python bench/bench_gpu.py --prepare .gpu     # here: encoder in bf16 (45 MB) + Myntra catalog
@@ -51,7 +51,7 @@ def prepare(dest: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.bundle import default_encoder_path
+    from pipeline.training.bundle import default_encoder_path
 
     src = default_encoder_path()
     (dest / "data" / MYNTRA.parent).mkdir(parents=True, exist_ok=True)
@@ -68,10 +68,11 @@ def run(frame, spec, encoder: str | None, dev, bf16: bool, out: Path, name: str,
     import numpy as np
     import torch
 
-    from pipeline.bundle import new_model
-    from pipeline.evaluate import tag_metrics
-    from pipeline.loop import encoder_test_scores, fit, predict_logits, tokenize_splits
-    from pipeline.train import TrainOptions, prepare_data
+    from pipeline.metrics import tag_metrics
+    from pipeline.training.bundle import new_model
+    from pipeline.training.dataset import prepare_data
+    from pipeline.training.loop import encoder_test_scores, fit, predict_logits, tokenize_splits
+    from pipeline.training.options import TrainOptions
 
     options = TrainOptions(encoder=encoder, checkpoint_every=10**9, resume=False, **opts)
     prep = prepare_data(frame, spec, options)
@@ -164,10 +165,10 @@ def main() -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # fit logs its progress
-    from pipeline.catalog import read_catalog
-    from pipeline.loop import pick_device
-    from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions
+    from pipeline.catalog.readers import read_catalog
+    from pipeline.catalog.spec import load_spec
+    from pipeline.training.loop import pick_device
+    from pipeline.training.options import TrainOptions
 
     device, bf16 = pick_device(TrainOptions(device=args.device))
     encoder = str(args.carry / "encoder") if (args.carry / "encoder").exists() else None  # None: packaged MiniLM

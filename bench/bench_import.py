@@ -12,7 +12,7 @@ from common import drop_database, save, scratch_settings
 
 
 def main() -> None:
-    from pipeline.importers import import_catalog, import_shopify
+    from pipeline.catalog.importers import import_catalog, import_shopify
 
     settings = scratch_settings("bench_import")
     data = settings.data_dir

@@ -21,14 +21,13 @@ def main() -> None:
     ap.add_argument("--source", default=None)
     args = ap.parse_args()
 
-    from pipeline.commands.train import default_source
-    from pipeline.dataset import load_source
+    from pipeline.catalog.spec import default_source, load_spec
     from pipeline.settings import Settings
-    from pipeline.spec import load_spec
+    from pipeline.training.dataset import load_source
 
     settings = Settings(home=tempfile.mkdtemp(prefix="label_noise-"))
     spec = load_spec(args.spec)
-    frame, _ = load_source(args.source or default_source(args.spec, settings), spec, settings)
+    frame, _ = load_source(args.source or default_source(args.spec, settings.data_dir), spec, settings)
     frame["norm"] = frame["title"].str.lower().str.split().str.join(" ")
     shared = frame[frame.groupby("norm")["norm"].transform("size") > 1]
     out = {"spec": args.spec, "rows": len(frame), "rows_sharing_a_title": len(shared), "facets": {}}

@@ -3,7 +3,7 @@
 The tagger is the hybrid bundle (fine-tuned encoder fused per facet with the TF-IDF model, weights chosen on
 validation); the encoder alone is reported beside it so the fusion's share is visible.
 
-Trains through the real entry point (``pipeline.train.train``, MLflow included) on the Myntra catalog (or any
+Trains through the real entry point (``pipeline.training.train.train``, MLflow included) on the Myntra catalog (or any
 spec), then re-scores the bundle and a baseline refitted on the *same* training rows on the whole frozen test
 split, and bootstraps (paired, 1000 resamples of test rows) micro-F1 and each exclusive facet's accuracy.
 
@@ -14,7 +14,7 @@ Run: .venv/bin/python bench/bench_quality.py --spec myntra --max-train-rows 1200
 ``--from-logits FILE`` takes the encoder from a GPU run instead of training here (``bench/bench_gpu.py`` leaves
 ``logits_NAME.npz``: validation and test logits, the options, the test digest): the same splits are rebuilt from
 the catalog and checked against that digest and label set, the baseline is fitted here on the same training
-rows, and the fusion is fitted on validation exactly as training does (``pipeline.hybrid.fuse_and_decide``).
+rows, and the fusion is fitted on validation exactly as training does (``pipeline.training.hybrid.fuse_and_decide``).
 """
 
 from __future__ import annotations
@@ -56,19 +56,19 @@ def from_training(args):
     import torch
     from common import drop_database, scratch_settings
 
-    from pipeline.bundle import load_bundle
-    from pipeline.commands.train import default_source
-    from pipeline.dataset import load_source
-    from pipeline.labels import decide
-    from pipeline.loop import decide_with_val_thresholds
-    from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, prepare_data, train
+    from pipeline.catalog.spec import default_source, load_spec
+    from pipeline.training.bundle import load_bundle
+    from pipeline.training.dataset import load_source, prepare_data
+    from pipeline.training.labels import decide
+    from pipeline.training.loop import decide_with_val_thresholds
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
 
     torch.set_num_threads(os.cpu_count() or 1)
     settings = scratch_settings(f"bench_quality_{args.spec}")
     for url in (settings.database_url, settings.mlflow_tracking_uri):  # scratch databases go when the bench ends
         atexit.register(drop_database, url)
-    source = args.source or default_source(args.spec, settings)
+    source = args.source or default_source(args.spec, settings.data_dir)
     opts = TrainOptions(
         epochs=args.epochs,
         max_train_rows=args.max_train_rows,
@@ -100,21 +100,21 @@ def from_logits(args):
     """The encoder's logits from a GPU run (bench_gpu.py), fused with a baseline fitted here on the same rows."""
     import json
 
-    from pipeline.baseline import fit_baseline
-    from pipeline.catalog import read_catalog
-    from pipeline.commands.train import default_source
+    from pipeline.catalog.readers import read_catalog
+    from pipeline.catalog.spec import default_source, load_spec
     from pipeline.errors import TrainingError
-    from pipeline.hybrid import fuse_and_decide
-    from pipeline.loop import calibrate_thresholds, decide_with_val_thresholds
     from pipeline.settings import Settings
-    from pipeline.spec import load_spec
-    from pipeline.train import TrainOptions, prepare_data
+    from pipeline.training.baseline import fit_baseline
+    from pipeline.training.dataset import prepare_data
+    from pipeline.training.hybrid import fuse_and_decide
+    from pipeline.training.loop import calibrate_thresholds, decide_with_val_thresholds
+    from pipeline.training.options import TrainOptions
 
     blob = np.load(args.from_logits)
     options = json.loads(str(blob["options"]))
     opts = TrainOptions(**options)
     spec = load_spec(args.spec)
-    source = args.source or default_source(args.spec, Settings())
+    source = args.source or default_source(args.spec, Settings().data_dir)
     prep = prepare_data(read_catalog(source, spec).frame, spec, opts)
     lm = prep.label_map
     if prep.test_digest != str(blob["test_digest"]) or tuple(blob["slugs"]) != lm.slugs:
@@ -144,9 +144,10 @@ def from_logits(args):
 def report(args, prep, preds: dict, meta: dict, base=None) -> None:
     """The baseline (``base``, else refitted on the same training rows) beside ``preds``; paired bootstrap CIs;
     JSON + Markdown table in bench/results."""
-    from pipeline.baseline import fit_baseline
-    from pipeline.evaluate import bootstrap_ci, facet_score, micro_f1, score
-    from pipeline.train import _exclusive_mask
+    from pipeline.metrics import bootstrap_ci, facet_score, micro_f1
+    from pipeline.training.baseline import fit_baseline
+    from pipeline.training.labels import score
+    from pipeline.training.train import _exclusive_mask
 
     lm, test, y = prep.label_map, prep.part("test"), prep.y("test")
     base = base or fit_baseline(prep.part("train")["text"].tolist(), prep.y("train"), lm)

@@ -151,8 +151,8 @@ def flops_per_item(config, tokens: float, num_labels: int) -> float:
 
 # ---- systems ----------------------------------------------------------------------------------------------
 def default_bundle(dest: Path) -> Path:
-    from pipeline.bundle import new_model, save_bundle
-    from pipeline.labels import LabelMap
+    from pipeline.training.bundle import new_model, save_bundle
+    from pipeline.training.labels import LabelMap
 
     facets = {
         "category": [f"category:apparel/{x}" for x in ("topwear/shirts", "topwear/tshirts", "bottomwear/jeans")]
@@ -178,8 +178,8 @@ def hf_pipeline_call(bundle):
     """b1: transformers pipeline at default settings (one item at a time), then pooling + head + post-processing."""
     from transformers import pipeline
 
-    from pipeline.labels import postprocess_scores
-    from pipeline.tfidf import served_scores
+    from pipeline.training.labels import postprocess_scores
+    from pipeline.training.tfidf import served_scores
 
     pipe = pipeline("feature-extraction", model=bundle.model.encoder, tokenizer=bundle.tokenizer, device="cpu")
     w = bundle.model.head.weight.detach().numpy().T
@@ -228,9 +228,9 @@ def start_mlflow_serve(settings, bundle: Path):
     """Register the bundle in a bench-private store and start ``mlflow models serve`` on it."""
     import requests
 
-    from pipeline import migrate
+    from pipeline.core import migrate
+    from pipeline.core.services import get_engine, mlflow_tracking_uri
     from pipeline.registry import register_bundle
-    from pipeline.services import get_engine, mlflow_tracking_uri
     from serving.server import free_port
 
     migrate.upgrade(get_engine(settings))
@@ -286,11 +286,11 @@ def main() -> None:
 
     import torch
 
-    from pipeline.bundle import load_bundle
+    from pipeline.catalog.samples import sample_titles
     from pipeline.settings import Settings
+    from pipeline.training.bundle import load_bundle
     from serving.repository import build_version, write_config
     from serving.server import TritonServer, free_port
-    from serving.smoke import sample_titles
 
     systems = [s for s in args.systems.split(",") if s and not (s == "c" and args.no_mlflow)]
     work = Path(tempfile.mkdtemp(prefix="bench_serving_"))
@@ -357,7 +357,7 @@ def main() -> None:
             except Exception as exc:
                 log.warning("cleanup: %s", exc)
         if "c" in systems:
-            from pipeline.services import stop_embedded
+            from pipeline.core.services import stop_embedded
 
             stop_embedded(settings)
 

@@ -29,12 +29,12 @@ WARMUP = 4  # steps left out of the timing (first shapes, allocator warm-up), fo
 
 
 def _data(rows: int, max_length: int):
-    from pipeline.bundle import new_model
-    from pipeline.catalog import read_catalog
-    from pipeline.dataset import prepare
-    from pipeline.loop import tokenize_splits
+    from pipeline.catalog.readers import read_catalog
+    from pipeline.catalog.spec import load_spec
     from pipeline.settings import Settings
-    from pipeline.spec import load_spec
+    from pipeline.training.bundle import new_model
+    from pipeline.training.dataset import prepare
+    from pipeline.training.loop import tokenize_splits
 
     spec = load_spec("myntra")
     s = Settings()
@@ -47,9 +47,9 @@ def _data(rows: int, max_length: int):
 def ours(prep, tok, data, steps: int, batch: int, precision: str) -> float:
     import torch
 
-    from pipeline.bundle import new_model
-    from pipeline.loop import fit, pick_device
-    from pipeline.train import TrainOptions
+    from pipeline.training.bundle import new_model
+    from pipeline.training.loop import fit, pick_device
+    from pipeline.training.options import TrainOptions
 
     opts = TrainOptions(
         batch_size=batch,
@@ -83,11 +83,11 @@ def accuracy(prep, tok, data, epochs: int, precision: str) -> dict:
     """Our loop trained to the end in ``precision``; test micro-F1 (thresholds calibrated on validation)."""
     import torch
 
-    from pipeline.bundle import new_model
-    from pipeline.evaluate import micro_f1, score
-    from pipeline.labels import probabilities
-    from pipeline.loop import calibrate_thresholds, fit, pick_device, predict_logits
-    from pipeline.train import TrainOptions
+    from pipeline.metrics import micro_f1
+    from pipeline.training.bundle import new_model
+    from pipeline.training.labels import probabilities, score
+    from pipeline.training.loop import calibrate_thresholds, fit, pick_device, predict_logits
+    from pipeline.training.options import TrainOptions
 
     opts = TrainOptions(epochs=epochs, precision=precision, resume=False, progress=False, checkpoint_every=10**9)
     torch.manual_seed(0)
@@ -108,8 +108,8 @@ def hf_trainer(prep, tok, data, steps: int, batch: int, precision: str) -> float
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-    from pipeline.bundle import new_model
-    from pipeline.loop import tag_loss
+    from pipeline.training.bundle import new_model
+    from pipeline.training.loop import tag_loss
 
     lm = prep.label_map
 
@@ -180,8 +180,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from pipeline.loop import native_cpu_bf16, pick_device
-    from pipeline.train import TrainOptions
+    from pipeline.training.loop import native_cpu_bf16, pick_device
+    from pipeline.training.options import TrainOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     native_bf16 = torch.cuda.is_available() or native_cpu_bf16()

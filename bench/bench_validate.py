@@ -28,11 +28,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import expectations  # noqa: E402
-from pipeline.catalog import read_catalog  # noqa: E402
+from pipeline.catalog.readers import read_catalog  # noqa: E402
+from pipeline.catalog.spec import load_spec  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.spec import load_spec  # noqa: E402
-from pipeline.validate import ValidationOptions, validate_catalog  # noqa: E402
+from pipeline.validation import expectations  # noqa: E402
+from pipeline.validation.validate import ValidationOptions, validate_catalog  # noqa: E402
 
 
 def pandas_checks(rows: pd.DataFrame, library: set[str], opts: ValidationOptions) -> dict[str, int]:

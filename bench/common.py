@@ -19,7 +19,7 @@ def scratch_settings(prefix: str = "bench"):
     """Settings on a new empty database: the machine's Postgres if it answers, else the embedded one."""
     import sqlalchemy as sa
 
-    from pipeline.services import _as_sqlalchemy, _start_embedded, ensure_database_exists
+    from pipeline.core.services import _as_sqlalchemy, _start_embedded, ensure_database_exists
     from pipeline.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))

@@ -30,17 +30,10 @@ from airflow.sdk import Param, dag, task
 def tagger_batch_tag():
     @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
     def tag_new_products(params=None) -> dict:
+        from pipeline.orchestration.steps import step_tag_batch
         from pipeline.settings import get_settings
-        from pipeline.tag_batch import tag_batch
 
-        res = tag_batch(
-            get_settings(),
-            catalog=params["catalog"],
-            batch_size=params["batch_size"],
-            review_below=params["review_below"],
-            max_products=params["max_products"],
-        )
-        return res.to_dict()
+        return step_tag_batch(get_settings(), **params)
 
     tag_new_products()
 

@@ -1,7 +1,7 @@
-"""tagger_retrain: validate the catalog -> train -> register -> gate -> (review) -> deploy -> smoke test.
+"""tagger_retrain: validate the catalog -> train -> evaluate -> register -> gate -> (review) -> deploy -> smoke test.
 
 Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset). Wiring only: every task calls
-one step of ``pipeline.orchestration`` and passes references (snapshot id, run id, registry version).
+one step of ``pipeline.orchestration.steps`` and passes references (snapshot id, run id, registry version).
 Validation failures and rejected models fail fast without retries; infrastructure steps retry with back-off.
 """
 
@@ -12,7 +12,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from pipeline.review_sensor import ReviewSensor
+from pipeline.orchestration.review_sensor import ReviewSensor
+from pipeline.training.options import json_schema as train_options_schema  # standard library only
 
 CATALOG = Asset("tagger://catalog/snapshot")  # producers (shop feed jobs) emit this when a snapshot lands
 INFRA_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True}
@@ -45,12 +46,13 @@ def _on_failure(context) -> None:
     default_args={"on_failure_callback": _on_failure},
     params={
         "source": Param(
-            "myntra_fashion_styles/styles.csv.zip",
-            type="string",
-            description="Catalog path (relative to TAGGER_DATA_DIR) or db:products/<catalog>",
+            None,
+            type=["null", "string"],
+            description="Catalog path (relative to TAGGER_DATA_DIR), snapshot id or db:products/<catalog>; "
+            "default: TAGGER_CATALOG_SOURCE, else the spec's data_file",
         ),
-        "spec": Param("myntra", type="string", description="Dataset spec"),
-        "train": Param({}, type="object", description='TrainOptions overrides, e.g. {"max_rows": 4000}'),
+        "spec": Param(None, type=["null", "string"], description="Dataset spec; default: TAGGER_CATALOG_SPEC"),
+        "train": Param({}, description='TrainOptions overrides, e.g. {"max_rows": 4000}', **train_options_schema()),
         "force": Param(False, type="boolean", description="Retrain even if this snapshot was trained on"),
     },
     doc_md=__doc__,
@@ -58,49 +60,49 @@ def _on_failure(context) -> None:
 def tagger_retrain():
     @task(**NO_RETRY)
     def validate(params=None) -> dict:
-        from pathlib import Path
+        from pipeline.orchestration.steps import step_validate
 
-        from pipeline.orchestration import step_validate
-
-        settings = _settings()
-        source = params["source"]
-        if not source.startswith("db:") and not Path(source).is_absolute():
-            source = str(settings.data_dir / source)
-        return step_validate(settings, source, params["spec"])
+        return step_validate(_settings(), params["source"], params["spec"])
 
     @task(**INFRA_RETRIES, queue="gpu", pool="training")
     def train(snapshot: dict, params=None, run_id=None) -> dict:
-        from pipeline.orchestration import step_train, train_trigger
+        from pipeline.orchestration.steps import step_train, train_trigger
 
         options = dict(params["train"])
         trigger = train_trigger(snapshot["snapshot_id"], options, run_id if params["force"] else None)
-        return step_train(_settings(), snapshot["snapshot_id"], params["spec"], options, trigger)
+        return step_train(_settings(), snapshot["snapshot_id"], snapshot["spec"], options, trigger)
+
+    @task(**INFRA_RETRIES)
+    def evaluate(trained: dict) -> dict:
+        from pipeline.orchestration.steps import step_evaluate
+
+        return step_evaluate(_settings(), trained["run_id"], trained["bundle_path"])
 
     @task(**INFRA_RETRIES)
     def register(trained: dict) -> dict:
-        from pipeline.orchestration import step_register
+        from pipeline.orchestration.steps import step_register
 
         return step_register(_settings(), trained["run_id"], trained["bundle_path"])
 
     @task(**NO_RETRY)
     def gate(registered: dict) -> dict:
-        from pipeline.orchestration import step_gate
+        from pipeline.orchestration.steps import step_gate
 
         return step_gate(_settings(), registered["version"])
 
     @task(**INFRA_RETRIES)
     def deploy(version: int) -> dict:
-        from pipeline.orchestration import step_deploy
+        from pipeline.orchestration.steps import step_deploy
 
         return step_deploy(_settings(), version)
 
     @task(**INFRA_RETRIES)
     def smoke_test(deployed: dict) -> dict:
-        from pipeline.orchestration import step_smoke
+        from pipeline.orchestration.steps import step_smoke
 
         return step_smoke(_settings(), deployed["version"])
 
-    verdict = gate(register(train(validate())))
+    verdict = gate(register(evaluate(train(validate()))))
     review = ReviewSensor(
         task_id="wait_for_review",
         verdict=verdict,

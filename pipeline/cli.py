@@ -8,13 +8,9 @@ import os
 import sys
 
 import typer
-from rich.console import Console
 
-from pipeline.commands import AREAS
+from pipeline.commands import AREAS, err_console
 from pipeline.errors import TaggerError
-
-console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="tagger",

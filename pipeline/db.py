@@ -1,6 +1,6 @@
 """Database schema (SQLAlchemy Core) and engine helpers for the tag library and pipeline state.
 
-The schema is created and changed only by the Alembic migrations in ``pipeline/migrations``; these
+The schema is created and changed only by the Alembic migrations in ``pipeline/core/migrations``; these
 table objects describe the current head revision for queries.
 """
 

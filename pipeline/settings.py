@@ -36,6 +36,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=_default_shared_data, description="Folder holding the shipped real catalogs."
     )
+    catalog_spec: str = Field(
+        default="myntra",
+        description="Dataset spec (shipped name or YAML path) of the catalog that `tagger demo`, `tagger train` and "
+        "the tagger_retrain DAG read when none is given.",
+    )
+    catalog_source: str | None = Field(
+        default=None,
+        description="That catalog: a path (relative paths are under DATA_DIR), a snapshot id or db:products/<catalog>. "
+        "Unset: the spec's data_file under DATA_DIR.",
+    )
+    taxonomy_dir: str = Field(
+        default="shopify_product_taxonomy",
+        description="Shopify taxonomy folder the demo imports as the tag library (relative paths are under DATA_DIR).",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the tag-library database (postgresql+psycopg://...). "
@@ -108,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def embedded_pgdata(self) -> Path:
         return self.home_dir / "pgdata"
+
+    @property
+    def taxonomy_path(self) -> Path:
+        return self.data_dir / self.taxonomy_dir
 
     def resolved(self) -> dict:
         """The settings as plain JSON values (stored with every run's artifacts)."""

@@ -77,7 +77,7 @@ def tag_names_from_library(settings) -> dict[str, dict[str, str]]:
     """slug -> locale -> name, read from the tag library (tables ``tags`` + ``tag_names``)."""
     import sqlalchemy as sa
 
-    from pipeline.services import get_engine
+    from pipeline.core.services import get_engine
 
     out: dict[str, dict[str, str]] = {}
     q = sa.text("SELECT t.slug, n.locale, n.name FROM tags t JOIN tag_names n ON n.tag_id = t.id")

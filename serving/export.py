@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import BundleError
+from pipeline.metrics import slug_micro_f1
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +175,6 @@ def split_skip_layernorm(model) -> int:
     return replaced
 
 
-def micro_f1(pred: list[list[dict]], gold: list[list[str]]) -> float:
-    tp = fp = fn = 0
-    for p, g in zip(pred, gold, strict=True):
-        ps, gs = {t["slug"] for t in p}, set(g)
-        tp, fp, fn = tp + len(ps & gs), fp + len(ps - gs), fn + len(gs - ps)
-    return 2 * tp / max(2 * tp + fp + fn, 1)
-
-
 def export_onnx(
     bundle_path: str | Path,
     out_dir: str | Path,
@@ -200,9 +193,9 @@ def export_onnx(
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pipeline.bundle import load_bundle
-    from pipeline.labels import postprocess_scores
-    from pipeline.tfidf import served_scores
+    from pipeline.training.bundle import load_bundle
+    from pipeline.training.labels import postprocess_scores
+    from pipeline.training.tfidf import served_scores
 
     bundle = load_bundle(bundle_path)
     out = Path(out_dir)
@@ -256,7 +249,7 @@ def export_onnx(
             def served_f1(session) -> float:  # the tags as served: fused with the TF-IDF half when there is one
                 logits = onnx_logits(session, bundle.tokenizer, test_texts, bundle.max_length)
                 scores = served_scores(logits, test_texts, lm, bundle.tfidf)
-                return micro_f1(postprocess_scores(scores, lm, thr), test_tags)
+                return slug_micro_f1([[t["slug"] for t in p] for p in postprocess_scores(scores, lm, thr)], test_tags)
 
             f_fp, f_q = served_f1(sess), served_f1(ort_session(int8))
             kept = (f_fp - f_q) * 100 <= INT8_MAX_F1_LOSS

@@ -4,8 +4,8 @@
 
     <repo>/<model>/config.pbtxt         python backend, dynamic batching, version policy (rewritten by deploy)
     <repo>/<model>/<N>/model.py         serving/triton_model/model.py
-    <repo>/<model>/<N>/labels.py        copy of pipeline/labels.py (the stub needs no `pipeline` package)
-    <repo>/<model>/<N>/tfidf.py         copy of pipeline/tfidf.py, with tfidf.json + tfidf.npz when the bundle
+    <repo>/<model>/<N>/labels.py        copy of pipeline/training/labels.py (the stub needs no `pipeline` package)
+    <repo>/<model>/<N>/tfidf.py         copy of pipeline/training/tfidf.py, with tfidf.json + tfidf.npz when the bundle
                                         is a hybrid (encoder scores fused with the TF-IDF linear model's)
     <repo>/<model>/<N>/model.onnx       exported + optimised + parity-checked (serving.export)
     <repo>/<model>/<N>/tokenizer.json   fast tokenizer of the bundle's encoder
@@ -41,15 +41,15 @@ ONNX_BATCH = 8
 
 
 def labels_source() -> Path:
-    import pipeline.labels
+    import pipeline.training.labels
 
-    return Path(pipeline.labels.__file__)
+    return Path(pipeline.training.labels.__file__)
 
 
 def tfidf_source() -> Path:
-    import pipeline.tfidf
+    import pipeline.training.tfidf
 
-    return Path(pipeline.tfidf.__file__)
+    return Path(pipeline.training.tfidf.__file__)
 
 
 def frozen_test_split(bundle_path: Path, limit: int = 1000) -> tuple[list[str] | None, list[list[str]] | None]:
@@ -79,13 +79,13 @@ def build_version(
     """Write ``<repo>/<model>/<version>/`` from a bundle; write ``config.pbtxt`` too if there is none yet.
 
     ``golden``: [{"text", "expected": [slugs]}] smoke examples stored with the version (default: the bundle's
-    ``golden.json`` if any, else the bundle's own PyTorch predictions on real titles).
+    ``golden.json``, written at training from held-out texts).
 
     Raises:
         BundleError: the bundle is incomplete or the ONNX export fails parity.
     """
     from serving.export import export_onnx
-    from serving.smoke import golden_from_bundle, sample_titles
+    from serving.smoke import bundle_texts, golden_from_bundle
 
     bundle_path, model_dir = Path(bundle_path), Path(repo_dir) / model_name
     final = model_dir / str(int(version))
@@ -93,7 +93,7 @@ def build_version(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        texts = parity_texts or sample_titles(32)
+        texts = parity_texts or bundle_texts(bundle_path, 32)
         test_texts, test_tags = frozen_test_split(bundle_path) if quantize else (None, None)
         res = export_onnx(
             bundle_path, tmp / "onnx", parity_texts=texts, quantize=quantize, test_texts=test_texts, test_tags=test_tags

@@ -1,77 +1,52 @@
-"""Real catalog titles and golden examples: parity texts for the export, smoke test for a deploy.
+"""Smoke test of a deploy, and the held-out texts a bundle carries for it and for the export's parity check.
 
-Golden examples are ``[{"text": ..., "expected": [slug, ...]}]``. A bundle may ship its own ``golden.json``
-(curated); otherwise they are the bundle's PyTorch predictions on real titles, so the smoke test checks that
-the served graph + tokenizer + post-processing reproduce the registered model.
+Golden examples are ``[{"text": ..., "expected": [slug, ...]}]``: training writes them into the bundle
+(``golden.json``: held-out texts and the tags the tagger as served is sure of), so the smoke test checks that the
+served graph + tokenizer + post-processing reproduce the registered model for any catalog, knowing only the bundle.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from pipeline.errors import DeployError
+from pipeline.training.bundle import load_bundle
+from pipeline.training.train import CONFIDENT, GOLDEN_FILE, SMOKE_EXAMPLES, TEST_SPLIT_FILE
+from serving.client import TaggerClient
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=2)
-def _titles(data_dir: str) -> tuple[str, ...]:
-    base = Path(data_dir)
-    out: list[str] = []
-    zpath = base / "myntra_fashion_styles" / "styles.csv.zip"
-    if zpath.exists():
-        with zipfile.ZipFile(zpath) as zf:
-            lines = zf.read("styles.csv").decode("utf-8").splitlines()[1:4001]
-        out += [ln.split(",", 9)[9] for ln in lines if ln.count(",") >= 9]
-    zh = base / "product1m_zh" / "product1m_test_ossurl_v2.txt"
-    if zh.exists():
-        with zh.open(encoding="utf-8") as fh:
-            for i, ln in enumerate(fh):
-                if i >= 1000:
-                    break
-                parts = ln.split("#####")
-                if len(parts) > 1 and parts[1].strip():
-                    out.append(parts[1].strip())
-    return tuple(t for t in out if t.strip())
+def bundle_texts(bundle_path: str | Path, n: int) -> list[str]:
+    """``n`` held-out texts of the bundle's frozen test split (``test_split.jsonl``), cycled when it has fewer.
+
+    Raises:
+        DeployError: the bundle carries no test split (not written by ``pipeline.training.train``).
+    """
+    path = Path(bundle_path) / TEST_SPLIT_FILE
+    if not path.exists():
+        raise DeployError(f"bundle {bundle_path} has no {TEST_SPLIT_FILE}: retrain it, or pass parity texts")
+    with path.open(encoding="utf-8") as fh:
+        texts = [json.loads(line)["text"] for line in fh if line.strip()]
+    if not texts:
+        raise DeployError(f"bundle {bundle_path}: {TEST_SPLIT_FILE} is empty")
+    return [texts[i % len(texts)] for i in range(n)]
 
 
-def sample_titles(n: int, data_dir: str | Path | None = None, *, zh_share: float = 0.25) -> list[str]:
-    """``n`` real product titles (Myntra en + Product1M zh), deterministic; raises if no catalog is found."""
-    if data_dir is None:
-        from pipeline.settings import _default_shared_data
+def golden_from_bundle(bundle_path: str | Path, n: int = SMOKE_EXAMPLES) -> list[dict]:
+    """The bundle's smoke examples (``golden.json``, written at training from held-out texts).
 
-        data_dir = _default_shared_data()
-    titles = _titles(str(data_dir))
-    zh = [t for t in titles if not t.isascii()]
-    en = [t for t in titles if t.isascii()]
-    if not titles:
-        raise DeployError(f"no real catalog titles under {data_dir}; set TAGGER_DATA_DIR to the shared data")
-    n_zh = min(len(zh), int(n * zh_share))
-    picked = en[: n - n_zh] + zh[:n_zh]
-    while len(picked) < n:  # cycle for large n
-        picked += titles[: n - len(picked)]
-    return picked
-
-
-CONFIDENT = 0.8
-
-
-def golden_from_bundle(bundle_path: str | Path, n: int = 16) -> list[dict]:
-    """The bundle's ``golden.json`` if it has one, else its own predictions on ``n`` real titles."""
-    path = Path(bundle_path) / "golden.json"
+    A bundle without one (written before training stored them) gets the same thing built here: its own
+    confident predictions on its held-out texts.
+    """
+    path = Path(bundle_path) / GOLDEN_FILE
     if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    from pipeline.bundle import load_bundle
-
-    texts = sample_titles(n)
+        return json.loads(path.read_text(encoding="utf-8"))[:n]
+    texts = list(dict.fromkeys(bundle_texts(bundle_path, n)))
     preds = load_bundle(bundle_path).predict(texts)
-    # Only confident tags: the served graph may be int8 (logits within ~0.1 of PyTorch), which can flip a
-    # borderline tag but not one the model is sure of.
     golden = [
         {"text": t, "expected": [p["slug"] for p in pred if p["score"] >= CONFIDENT]}
         for t, pred in zip(texts, preds, strict=True)
@@ -93,8 +68,6 @@ class SmokeResult:
 
 def smoke_test(grpc_url: str, model_name: str, version: int, golden: list[dict], timeout: float = 30.0) -> SmokeResult:
     """Send the golden texts to exactly ``version``; every expected slug must come back for every text."""
-    from serving.client import TaggerClient
-
     if not golden:
         return SmokeResult(version, 0)
     with TaggerClient(grpc_url, model_name, model_version=version, timeout=timeout, retries=1) as client:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.services import ensure_database_exists
+from pipeline.core.services import ensure_database_exists
 from pipeline.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))  # `helpers` is importable from every test module
@@ -41,7 +41,7 @@ def pg_server_url(tmp_path_factory) -> str:
     """Base URL (database ``postgres``) of a real PostgreSQL: the machine's service, else an embedded one."""
     if _machine_pg_up():
         return MACHINE_PG
-    from pipeline.services import _as_sqlalchemy, _start_embedded
+    from pipeline.core.services import _as_sqlalchemy, _start_embedded
 
     return _as_sqlalchemy(_start_embedded(str(tmp_path_factory.mktemp("pgdata"))))
 
@@ -93,6 +93,6 @@ def settings(tmp_path, session_db_url, session_mlflow_uri) -> Settings:
 
 @pytest.fixture
 def engine(settings):
-    from pipeline.services import get_engine
+    from pipeline.core.services import get_engine
 
     return get_engine(settings)

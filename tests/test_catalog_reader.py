@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from helpers.data import MYNTRA_ZIP, myntra_rows_with_commas, myntra_slice, product1m_slice
 
-from pipeline.catalog import category_slug, parent_of, read_catalog, slugify
+from pipeline.catalog.readers import category_slug, parent_of, read_catalog, slugify
+from pipeline.catalog.spec import load_spec, parse_spec
 from pipeline.errors import CatalogError, SpecError
-from pipeline.spec import load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,8 @@ import yaml
 from helpers.data import myntra_slice
 from helpers.fixtures_train import TINY_OPTIONS
 
-from pipeline import airflow_local, registry
+from pipeline import registry
+from pipeline.orchestration import airflow_local
 from pipeline.settings import Settings, get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,7 +25,7 @@ def _policy(path, **floors) -> str:
 @pytest.fixture(scope="module")
 def dag_env(fresh_database, serving_settings, triton, tmp_path_factory):
     """TAGGER_* environment for the DAG tasks (they read settings from the environment, like in production)."""
-    from pipeline.taglib import ensure_schema
+    from pipeline.catalog.taglib import ensure_schema
 
     root = tmp_path_factory.mktemp("dags")
     env = {
@@ -103,7 +104,7 @@ def test_rejected_model_deploys_nothing_then_approved_one_serves(dag_env, catalo
 
 
 def test_batch_tag_dag_tags_every_product_once(dag_env, catalog):
-    from pipeline.importers import import_catalog
+    from pipeline.catalog.importers import import_catalog
 
     settings = dag_env["settings"]
     import_catalog(settings, catalog, "myntra")
@@ -139,8 +140,8 @@ class _DiesAfter:
 
 
 def test_batch_tagging_killed_midway_resumes_exactly_once(dag_env, catalog):
-    from pipeline.importers import import_catalog
-    from pipeline.tag_batch import tag_batch
+    from pipeline.catalog.importers import import_catalog
+    from pipeline.tagging.batch import tag_batch
     from serving.client import TaggerClient
 
     settings = dag_env["settings"]

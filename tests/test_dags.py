@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from pipeline import airflow_local
+from pipeline.orchestration import airflow_local
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -52,7 +52,7 @@ def _edges(dag) -> set[tuple[str, str]]:
 
 def test_retrain_structure(airflow_ready):
     dag = airflow_local.load_dag("tagger_retrain")
-    chain = ["validate", "train", "register", "gate", "wait_for_review", "deploy", "smoke_test"]
+    chain = ["validate", "train", "evaluate", "register", "gate", "wait_for_review", "deploy", "smoke_test"]
     assert [t.task_id for t in dag.tasks] == chain
     assert _edges(dag) == set(zip(chain, chain[1:], strict=False))
     tasks = {t.task_id: t for t in dag.tasks}

@@ -7,8 +7,10 @@ import pytest
 import torch
 from helpers.data import myntra_slice
 
-from pipeline.catalog import read_catalog
-from pipeline.dataset import (
+from pipeline.catalog.readers import read_catalog
+from pipeline.catalog.spec import load_spec
+from pipeline.errors import CatalogError, TrainingError
+from pipeline.training.dataset import (
     build_label_map,
     build_text,
     collate,
@@ -20,8 +22,6 @@ from pipeline.dataset import (
     targets,
     text_fields,
 )
-from pipeline.errors import CatalogError, TrainingError
-from pipeline.spec import load_spec
 
 
 @pytest.mark.unit
@@ -100,7 +100,7 @@ def test_splits_never_share_a_title_on_real_myntra(tmp_path):
 
 @pytest.mark.integration
 def test_unknown_source_names_the_problem(settings):
-    from pipeline.dataset import load_source
+    from pipeline.training.dataset import load_source
 
     with pytest.raises(CatalogError, match="unknown snapshot .no-such-snapshot-123"):
         load_source("no-such-snapshot-123", load_spec("myntra"), settings)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.errors import BundleError
-from pipeline.evaluate import evaluate
+from pipeline.evaluation.evaluate import evaluate
 
 
 @pytest.mark.model

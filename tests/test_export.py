@@ -11,8 +11,8 @@ from helpers.fixtures_serving import GOLDEN
 
 @pytest.fixture(scope="module")
 def exported(golden_bundle, tmp_path_factory):
+    from pipeline.catalog.samples import sample_titles
     from serving.export import export_onnx
-    from serving.smoke import sample_titles
 
     bundle = golden_bundle(6.0)
     out = tmp_path_factory.mktemp("onnx")
@@ -21,9 +21,9 @@ def exported(golden_bundle, tmp_path_factory):
 
 @pytest.mark.model
 def test_onnx_matches_pytorch_on_real_titles_with_dynamic_axes(exported):
-    from pipeline.bundle import load_bundle
+    from pipeline.catalog.samples import sample_titles
+    from pipeline.training.bundle import load_bundle
     from serving.export import onnx_logits, ort_session
-    from serving.smoke import sample_titles
 
     bundle_path, res = exported
     assert res.parity_max_abs_diff <= 1e-4 and res.parity_texts == 24
@@ -121,7 +121,7 @@ def test_build_version_writes_a_self_contained_version_dir(golden_bundle, tmp_pa
 
 @pytest.mark.model
 def test_golden_bundle_answers_its_golden_examples_in_pytorch(golden_bundle):
-    from pipeline.bundle import load_bundle
+    from pipeline.training.bundle import load_bundle
 
     preds = load_bundle(golden_bundle(6.0)).predict([g["text"] for g in GOLDEN])
     for g, p in zip(GOLDEN, preds, strict=True):
@@ -134,9 +134,9 @@ def test_int8_is_served_only_within_half_an_f1_point_on_the_frozen_test_split(ti
     """A trained bundle carries its frozen test split; the int8 decision is made on it and recorded."""
     import json
 
+    from pipeline.catalog.samples import sample_titles
     from serving.export import export_onnx
     from serving.repository import frozen_test_split
-    from serving.smoke import sample_titles
 
     texts, tags = frozen_test_split(tiny_bundle.path)
     metrics = json.loads((tiny_bundle.path / "metrics.json").read_text())

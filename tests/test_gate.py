@@ -7,7 +7,7 @@ import yaml
 from helpers.fixtures_registry import metrics
 
 from pipeline.errors import ConfigError
-from pipeline.gate import POLICY_DIR, evaluate_policy, load_policy
+from pipeline.registry.gate import POLICY_DIR, evaluate_policy, load_policy
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from helpers.data import myntra_slice
 
-from pipeline.baseline import fit_baseline
-from pipeline.dataset import prepare
-from pipeline.hybrid import choose_weights, fit_temperatures
-from pipeline.labels import LabelMap, decide, probabilities
-from pipeline.tfidf import TfidfScorer, _char_wb_ngrams
+from pipeline.training.baseline import fit_baseline
+from pipeline.training.dataset import prepare
+from pipeline.training.hybrid import choose_weights, fit_temperatures
+from pipeline.training.labels import LabelMap, decide, probabilities
+from pipeline.training.tfidf import TfidfScorer, _char_wb_ngrams
 
 pytestmark = pytest.mark.unit
 
@@ -22,8 +22,8 @@ ODD_TEXTS = ["A  b c", "x", "Ünïcode ß 漢字 t-shirt", "   ", "", "Men's 2-i
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    from pipeline.catalog import read_catalog
-    from pipeline.spec import load_spec
+    from pipeline.catalog.readers import read_catalog
+    from pipeline.catalog.spec import load_spec
 
     spec = load_spec("myntra")
     csv = myntra_slice(tmp_path_factory.mktemp("hybrid") / "myntra.csv", 400)
@@ -59,12 +59,12 @@ def test_the_served_copy_needs_no_pipeline_package(fitted, tmp_path):
     import subprocess
     import sys
 
-    import pipeline.labels
-    import pipeline.tfidf
+    import pipeline.training.labels
+    import pipeline.training.tfidf
 
     prep, base = fitted
-    shutil.copy2(pipeline.tfidf.__file__, tmp_path / "tfidf.py")
-    shutil.copy2(pipeline.labels.__file__, tmp_path / "labels.py")
+    shutil.copy2(pipeline.training.tfidf.__file__, tmp_path / "tfidf.py")
+    shutil.copy2(pipeline.training.labels.__file__, tmp_path / "labels.py")
     TfidfScorer.from_baseline(base).save(tmp_path)
     texts = prep.part("test")["text"].tolist()[:5]
     code = (
@@ -118,7 +118,7 @@ def test_temperature_sharpens_confident_correct_decisions():
 @pytest.mark.model
 @pytest.mark.slow
 def test_trained_bundle_is_a_hybrid_and_predicts_its_fused_scores(tiny_bundle):
-    from pipeline.bundle import load_bundle
+    from pipeline.training.bundle import load_bundle
 
     b = load_bundle(tiny_bundle.path)
     metrics = json.loads((tiny_bundle.path / "metrics.json").read_text())

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 from helpers.fixtures_registry import metrics
 
-from pipeline import registry, tracking
+from pipeline import registry
+from pipeline.core import tracking
 from pipeline.errors import BundleError, RegistryError
-from pipeline.gate import gate, gate_and_promote
+from pipeline.registry.gate import gate, gate_and_promote
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 from helpers.fixtures_registry import metrics
 
 from pipeline import registry
-from pipeline.bundle import load_bundle
 from pipeline.commands.models import start_mlflow_ui, stop_mlflow_ui
-from pipeline.gate import gate
+from pipeline.registry.gate import gate
+from pipeline.training.bundle import load_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -141,10 +141,10 @@ def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serv
     """The trained (hybrid) bundle through Triton: encoder ONNX + the NumPy TF-IDF half, fused server-side."""
     import tritonclient.grpc as grpcclient
 
-    from pipeline.bundle import load_bundle
+    from pipeline.catalog.samples import sample_titles
+    from pipeline.training.bundle import load_bundle
     from serving.client import TaggerClient
     from serving.repository import build_version
-    from serving.smoke import sample_titles
 
     name = "tagger_hybrid"
     vdir = build_version(tiny_bundle.path, serving_settings.model_repository, name, 1, "models:/hybrid/1", golden=[])

@@ -66,12 +66,12 @@ def test_bad_repository_fails_start_with_the_log(tmp_path):
 def test_ensure_triton_uses_a_running_server_and_warns_when_this_home_did_not_start_it(triton, tmp_path, caplog):
     import logging
 
-    from pipeline.orchestration import ensure_triton
+    from pipeline.orchestration.steps import ensure_triton
 
     ours = triton.settings
     assert ensure_triton(ours) == "running"  # started from its home (pid record there): no warning
     other = ours.model_copy(update={"home": tmp_path / "another-home"})
-    with caplog.at_level(logging.WARNING, logger="pipeline.orchestration"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.orchestration.steps"):
         assert ensure_triton(ours) == "running"
         assert not caplog.records
         assert ensure_triton(other) == "running"  # the same server, seen from a home that did not start it

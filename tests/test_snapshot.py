@@ -13,12 +13,12 @@ from helpers.data import myntra_slice
 from helpers.fixtures_validate import unique_spec
 
 from pipeline import db
-from pipeline.catalog import read_catalog
+from pipeline.catalog.readers import read_catalog
+from pipeline.catalog.snapshot import content_digest, load_snapshot
+from pipeline.catalog.spec import load_spec
+from pipeline.catalog.splits import normalise_title, split_of
 from pipeline.errors import CatalogError, ValidationFailed
-from pipeline.snapshot import content_digest, load_snapshot
-from pipeline.spec import load_spec
-from pipeline.splits import normalise_title, split_of
-from pipeline.validate import ValidationOptions, validate_catalog
+from pipeline.validation.validate import ValidationOptions, validate_catalog
 
 
 @pytest.mark.unit

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from helpers.data import SHOPIFY, myntra_slice, product1m_slice
 
-from pipeline import migrate, taglib
+from pipeline.catalog import taglib
+from pipeline.catalog.importers import import_catalog, import_shopify
+from pipeline.core import migrate
 from pipeline.errors import CatalogError
-from pipeline.importers import import_catalog, import_shopify
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration

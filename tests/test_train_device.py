@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import loop
-from pipeline.loop import pad_multiple, pick_device
-from pipeline.train import TrainOptions
+from pipeline.training import loop
+from pipeline.training.loop import pad_multiple, pick_device
+from pipeline.training.options import TrainOptions
 
 
 @pytest.mark.unit
@@ -47,10 +47,11 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {_BLOCKED!r}:
             raise ImportError("not on the GPU machine: " + name)
 sys.meta_path.insert(0, Block())
-import pipeline.train, pipeline.loop, pipeline.dataset, pipeline.bundle, pipeline.catalog, pipeline.evaluate
-import pipeline.spec
-from pipeline.loop import fit, tokenize_splits
-from pipeline.train import prepare_data
+import pipeline.training.loop, pipeline.training.dataset, pipeline.training.bundle, pipeline.metrics
+import pipeline.catalog.readers
+import pipeline.catalog.spec
+from pipeline.training.loop import fit, tokenize_splits
+from pipeline.training.dataset import prepare_data
 print("OK")
 """
 
@@ -72,8 +73,8 @@ def test_the_training_path_imports_without_the_database_and_mlflow_stack():
 def test_new_model_keeps_fp32_master_weights_from_a_bf16_checkpoint(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.bundle import default_encoder_path, new_model
-    from pipeline.labels import FacetSlice, LabelMap
+    from pipeline.training.bundle import default_encoder_path, new_model
+    from pipeline.training.labels import FacetSlice, LabelMap
 
     src = default_encoder_path()
     AutoModel.from_pretrained(src).to(torch.bfloat16).save_pretrained(tmp_path / "enc")  # as bench_gpu --prepare

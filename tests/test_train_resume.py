@@ -6,13 +6,13 @@ import pytest
 import torch
 from helpers.data import myntra_slice
 
-from pipeline.bundle import new_model
-from pipeline.catalog import read_catalog
-from pipeline.dataset import collate, prepare
+from pipeline.catalog.readers import read_catalog
+from pipeline.catalog.spec import load_spec
 from pipeline.errors import TrainingError
-from pipeline.loop import fit, tag_loss, tokenize_splits
-from pipeline.spec import load_spec
-from pipeline.train import TrainOptions
+from pipeline.training.bundle import new_model
+from pipeline.training.dataset import collate, prepare
+from pipeline.training.loop import fit, tag_loss, tokenize_splits
+from pipeline.training.options import TrainOptions
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def test_a_few_steps_lower_the_loss_and_resume_matches(tiny, tmp_path):
 def test_tag_loss_matches_a_hand_computed_value_and_skips_rows_without_a_label():
     import math
 
-    from pipeline.labels import LabelMap
+    from pipeline.training.labels import LabelMap
 
     lm = LabelMap.build({"a": ["x", "y"], "m": ["u"]}, {"a": True, "m": False})
     logits = torch.tensor([[0.0, math.log(3.0), 0.0], [5.0, -5.0, 0.0]])

@@ -31,14 +31,19 @@ def test_bundle_has_contract_files_and_metrics(tiny_bundle):
 
 
 def test_loss_fell_and_quality_clears_a_floor(tiny_bundle):
-    m = tiny_bundle.result.metrics["model"]
+    history = json.loads((tiny_bundle.path / "history.json").read_text())
+    assert len(history) >= 2, history  # one validation per epoch: at least two to compare
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    assert last < 0.8 * first, f"training loss went {first:.4f} -> {last:.4f}"
+    assert max(h["val_micro_f1"] for h in history[1:]) >= history[0]["val_micro_f1"], history  # no collapse
+    m = tiny_bundle.evaluation.metrics["model"]
     # Majority-class guessing of the 5 facets scores ~0.45 micro-F1 on this slice; the tagger must beat it.
     assert m["micro_f1"] > 0.55, m["micro_f1"]
     assert m["facets"]["gender"]["accuracy"] > 0.6
 
 
 def test_run_is_in_mlflow_with_dataset_digest_metrics_and_artifacts(tiny_bundle):
-    from pipeline.tracking import client
+    from pipeline.core.tracking import client
 
     c = client(tiny_bundle.settings)
     run = c.get_run(tiny_bundle.result.run_id)
@@ -56,7 +61,7 @@ def test_run_is_in_mlflow_with_dataset_digest_metrics_and_artifacts(tiny_bundle)
 
 
 def test_bundle_predictions_are_hierarchy_consistent(tiny_bundle):
-    from pipeline.bundle import load_bundle
+    from pipeline.training.bundle import load_bundle
 
     b = load_bundle(tiny_bundle.path)
     preds = b.predict(["Nike Men Black Running Shoes", "Puma Women Blue Printed T-shirt", "Titan Men Watch"])
@@ -74,13 +79,15 @@ def test_product1m_trains_through_its_spec(tmp_path, settings):
     """Chinese titles, multi-valued brand/product_type facets: same code, per-tag thresholds calibrated."""
     from helpers.data import product1m_slice
 
-    from pipeline.bundle import load_bundle
-    from pipeline.train import TrainOptions, train
+    from pipeline.evaluation.evaluate import evaluate_run
+    from pipeline.training.bundle import load_bundle
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
 
     src = product1m_slice(tmp_path / "p1m.txt", 200)
     opts = TrainOptions(max_length=40, batch_size=16, epochs=1, max_steps=6, min_tag_count=3, progress=False)
     result = train(str(src), "product1m", settings, opts)
-    facets = result.metrics["model"]["facets"]
+    facets = evaluate_run(result.bundle_path, settings).metrics["model"]["facets"]
     assert set(facets) == {"brand", "product_type"} and not facets["brand"]["exclusive"]
     b = load_bundle(result.bundle_path)
     assert b.meta["spec"] == "product1m" and b.meta["locale"] == "zh"
@@ -95,7 +102,7 @@ def test_psycopg_notes_on_handled_pipeline_aborts_are_dropped_and_other_warnings
     any other psycopg warning (here the same note about a real error) still shows."""
     import logging
 
-    from pipeline.tracking import quiet_handled_pipeline_aborts
+    from pipeline.core.tracking import quiet_handled_pipeline_aborts
 
     quiet_handled_pipeline_aborts()
     quiet_handled_pipeline_aborts()  # idempotent

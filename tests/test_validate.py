@@ -18,7 +18,7 @@ from helpers.fixtures_validate import unique_spec
 
 from pipeline import db
 from pipeline.errors import CatalogError, ValidationFailed
-from pipeline.validate import ValidationOptions, validate_catalog
+from pipeline.validation.validate import ValidationOptions, validate_catalog
 
 SMALL = ValidationOptions(min_examples_per_tag=1)  # a 300-row slice is not a trainable catalog: no rare-tag warn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline import drift
+from pipeline.validation import drift
 
 pytestmark = pytest.mark.unit
 

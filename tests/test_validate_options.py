@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from pipeline.commands.validate import FLAGS, validate
-from pipeline.validate import ValidationOptions
+from pipeline.validation.validate import ValidationOptions
 
 pytestmark = pytest.mark.unit
 

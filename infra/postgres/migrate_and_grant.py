@@ -18,9 +18,9 @@ log = logging.getLogger("migrate_and_grant")
 
 def migrate_and_grant(database_url: str | None = None, grants: Path = GRANTS) -> None:
     """Upgrade to the newest migration, then run ``grants`` in one transaction."""
-    from pipeline import migrate
+    from pipeline.core import migrate
+    from pipeline.core.services import get_engine
     from pipeline.errors import ConfigError
-    from pipeline.services import get_engine
     from pipeline.settings import Settings
 
     settings = Settings(database_url=database_url) if database_url else Settings()

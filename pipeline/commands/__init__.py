@@ -1,7 +1,12 @@
 """CLI command groups, one module per area; each exposes ``register(app: typer.Typer)``.
 
-Keep imports of heavy libraries (torch, mlflow, great_expectations, tritonclient) inside the command
-functions so that ``tagger --help`` stays fast.
+Command modules only wire: parse flags, call one stage entry, print. They import the stage modules inside the
+command functions, on purpose: the stages import torch, MLflow, Great Expectations, tritonclient or Airflow at
+their top, and ``tagger --help`` (or a typo) should answer in well under a second.
 """
 
+from rich.console import Console
+
 AREAS = ("services", "taglib", "validate", "train", "models", "serve", "dags", "demo")
+console = Console()
+err_console = Console(stderr=True)

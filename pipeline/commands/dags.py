@@ -6,15 +6,16 @@ import json
 
 import typer
 
+from pipeline.commands import console
+from pipeline.settings import get_settings
+
 dags_app = typer.Typer(help="Airflow DAGs (tagger_retrain, tagger_batch_tag) run locally with dag.test().")
 
 
 @dags_app.command("list")
 def list_cmd() -> None:
     """The DAG files and their tasks."""
-    from pipeline import airflow_local
-    from pipeline.cli import console
-    from pipeline.settings import get_settings
+    from pipeline.orchestration import airflow_local
 
     airflow_local.prepare(get_settings())
     for path in sorted(airflow_local.DAGS_FOLDER.glob("*.py")):
@@ -28,9 +29,7 @@ def run_cmd(
     conf: str = typer.Option("{}", help='Run parameters as JSON, e.g. \'{"train": {"max_rows": 3000}}\''),
 ) -> None:
     """Run one DAG end to end in this process (real tasks, real services) and print each task's state."""
-    from pipeline import airflow_local
-    from pipeline.cli import console
-    from pipeline.settings import get_settings
+    from pipeline.orchestration import airflow_local
 
     result = airflow_local.run_dag(get_settings(), dag_id, json.loads(conf))
     for task, state in result["tasks"].items():

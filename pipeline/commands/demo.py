@@ -14,6 +14,10 @@ import warnings
 import typer
 from rich.table import Table
 
+from pipeline.commands import console
+from pipeline.errors import TaggerError
+from pipeline.settings import get_settings
+
 DEMO_TRAIN = {"max_rows": 3000, "epochs": 2, "baseline": True}  # ~4 min of training on 2 cores
 
 
@@ -21,13 +25,13 @@ def _step(console, n: int, title: str) -> None:
     console.rule(f"[bold cyan]{n}. {title}")
 
 
-def _held_out(settings, k: int) -> list[dict]:
+def _held_out(source: str, spec: str, k: int) -> list[dict]:
     """Products whose titles the model never saw: their normalised title hashes into the frozen test split."""
-    from pipeline.catalog import read_catalog
-    from pipeline.spec import load_spec
-    from pipeline.splits import split_of
+    from pipeline.catalog.readers import read_catalog
+    from pipeline.catalog.spec import load_spec
+    from pipeline.catalog.splits import split_of
 
-    read = read_catalog(settings.data_dir / "myntra_fashion_styles" / "styles.csv.zip", load_spec("myntra"))
+    read = read_catalog(source, load_spec(spec))
     frame = read.frame[read.frame.title.map(lambda t: split_of(t) == "test")]
     # a spread of article types rather than eight T-shirts
     picks = frame.groupby(frame.category_path.map(lambda p: p[-1] if p else "")).head(1).sample(k, random_state=7)
@@ -45,8 +49,8 @@ def _deepest(slugs: list[str]) -> dict[str, str]:
 
 
 def _show_predictions(console, settings, examples: list[dict]) -> None:
-    from pipeline import taglib
-    from pipeline.services import get_engine
+    from pipeline.catalog import taglib
+    from pipeline.core.services import get_engine
     from serving.client import TaggerClient
 
     with TaggerClient(settings.triton_grpc_url, settings.triton_model_name) as client:
@@ -77,36 +81,34 @@ def demo(
     tag_products: int = typer.Option(2000, help="Products tagged by the batch-tagging DAG in this run."),
 ) -> None:
     """Run the whole platform once on embedded defaults (Postgres, MLflow store, Triton, Airflow dag.test)."""
-    from pipeline import airflow_local, registry
-    from pipeline.cli import console
+    from pipeline import registry
+    from pipeline.catalog.importers import import_catalog, import_shopify
+    from pipeline.catalog.spec import resolve_catalog
     from pipeline.commands.taglib import print_summary
-    from pipeline.errors import TaggerError
-    from pipeline.importers import import_catalog, import_shopify
-    from pipeline.settings import get_settings
+    from pipeline.orchestration import airflow_local
 
     t0 = time.perf_counter()
     # Library warnings (ONNX tracing, Airflow serializers, MLflow) would bury the demo's own output.
     warnings.simplefilter("ignore")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if not os.environ.get("TAGGER_GATE_POLICY"):
-        # The demo trains for minutes on a slice: gate it with the demo policy (see pipeline/policies/demo.yaml).
+        # The demo trains for minutes on a slice: gate it with the demo policy (pipeline/registry/policies/demo.yaml).
         os.environ["TAGGER_GATE_POLICY"] = "demo"
         get_settings.cache_clear()
     settings = get_settings()
-    data = settings.data_dir
-    myntra = data / "myntra_fashion_styles" / "styles.csv.zip"
+    source, spec = resolve_catalog(settings)
 
     _step(console, 1, "Tag library: Shopify taxonomy (en + zh) into Postgres")
-    res = import_shopify(settings, data / "shopify_product_taxonomy")
+    res = import_shopify(settings, settings.taxonomy_path)
     console.print(f"{res.tags:,} tags in {res.facets} facets ({res.new_tags:,} new) in {res.seconds:.1f} s")
 
     _step(console, 2, "Catalog: Myntra fashion products with their human tags")
-    res = import_catalog(settings, myntra, "myntra")
+    res = import_catalog(settings, source, spec)
     console.print(f"{res.products:,} products, {res.product_tags:,} human tags in {res.seconds:.1f} s")
     print_summary()
 
     _step(console, 3, "Airflow DAG tagger_retrain: validate -> train -> register -> gate -> deploy -> smoke test")
-    conf = {"source": str(myntra), "spec": "myntra", "train": {**DEMO_TRAIN, "max_rows": rows, "epochs": epochs}}
+    conf = {"source": source, "spec": spec, "train": {**DEMO_TRAIN, "max_rows": rows, "epochs": epochs}}
     retrain = airflow_local.run_dag(settings, "tagger_retrain", conf)
     for task, state in retrain["tasks"].items():
         console.print(f"  {task:18s} {state}")
@@ -121,12 +123,12 @@ def demo(
     print_summary()
 
     _step(console, 5, "Tags of held-out products (titles the model never saw), from Triton over gRPC")
-    _show_predictions(console, settings, _held_out(settings, 8))
+    _show_predictions(console, settings, _held_out(source, spec, 8))
 
     _step(console, 6, "Where to look next")
     champion = registry.get_alias(settings, registry.CHAMPION)
     bundle = registry.bundle_for_version(settings, champion)
-    from pipeline.services import get_engine
+    from pipeline.core.services import get_engine
 
     with get_engine(settings).connect() as conn:
         import sqlalchemy as sa

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import typer
 
+from pipeline.errors import ConfigError, ServiceError
+from pipeline.settings import get_settings
+
 models = typer.Typer(
     help="The model registry in MLflow: register, gate, review, promote, roll back.", no_args_is_help=True
 )
@@ -22,7 +25,6 @@ GATE_EXIT = {"approve": 0, "reject": 1, "needs-review": 3}
 
 
 def _settings(model: str | None):
-    from pipeline.settings import get_settings
 
     s = get_settings()
     return s.model_copy(update={"registered_model_name": model}) if model else s
@@ -72,7 +74,7 @@ def gate_cmd(
     model: str = MODEL_OPT,
 ) -> None:
     """Judge a version against the champion. Exit 0 approve, 1 reject, 3 needs-review."""
-    from pipeline.gate import gate
+    from pipeline.registry.gate import gate
 
     r = gate(_settings(model), version, policy)
     color = {"approve": "green", "reject": "red", "needs-review": "yellow"}[r.verdict]
@@ -139,7 +141,7 @@ def compare_cmd(
     """Metrics of two versions side by side, per facet, with deltas; writes an HTML page with the plots."""
     from rich.table import Table
 
-    from pipeline.compare import compare
+    from pipeline.registry.compare import compare
 
     r = compare(_settings(model), a, b, out)
     table = Table("metric", f"v{a}", f"v{b}", "delta", title=f"{r.name}: v{a} vs v{b}")
@@ -185,7 +187,6 @@ def review_cmd(
     actor: str = ACTOR_OPT,
 ) -> None:
     """Approve or reject a version (tags approval, approved_by, approval_reason), or wait for that decision."""
-    from pipeline.errors import ConfigError
     from pipeline.registry import review, wait_for_review
 
     s = _settings(model)
@@ -201,8 +202,7 @@ def review_cmd(
 # ---- the review UI --------------------------------------------------------------------------------------
 def mlflow_ui_argv(settings, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The ``mlflow server`` command line for the project's store (starts the embedded Postgres if needed)."""
-    from pipeline.errors import ConfigError
-    from pipeline.services import mlflow_tracking_uri
+    from pipeline.core.services import mlflow_tracking_uri
 
     uri = mlflow_tracking_uri(settings)
     if uri.startswith(("http://", "https://")):
@@ -218,7 +218,6 @@ def start_mlflow_ui(settings, host: str = "127.0.0.1", port: int = 5000, timeout
     Raises:
         ServiceError: it exited or did not answer within ``timeout_s``.
     """
-    from pipeline.errors import ServiceError
 
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     proc = subprocess.Popen(
@@ -258,7 +257,6 @@ def mlflow_ui(
     port: int = typer.Option(5000, help="Port."),
 ) -> None:
     """Start the MLflow UI on the project's store to review versions, metrics, plots and model cards."""
-    from pipeline.settings import get_settings
 
     argv = mlflow_ui_argv(get_settings(), host, port)
     _console().print(f"MLflow UI on http://{host}:{port}  (Ctrl+C stops it)")

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from pipeline.commands import console
+from pipeline.settings import get_settings
+
 
 def serve_cmd(
     detach: bool = typer.Option(False, "--detach", "-d", help="Start, wait until ready, return (keeps running)."),
@@ -19,8 +22,6 @@ def serve_cmd(
     import signal
     import time
 
-    from pipeline.cli import console
-    from pipeline.settings import get_settings
     from serving.server import TritonServer, stop_recorded
 
     settings = get_settings()
@@ -61,9 +62,7 @@ def deploy_cmd(
     import json
     from dataclasses import asdict
 
-    from pipeline.cli import console
     from pipeline.registry import default_actor
-    from pipeline.settings import get_settings
     from serving import deploy
 
     settings = get_settings()
@@ -82,17 +81,16 @@ def export_cmd(
     bundle: Path = typer.Argument(..., exists=True, file_okay=False, help="Bundle folder."),
     out: Path = typer.Argument(..., help="Output folder for model.onnx (+ model.int8.onnx)."),
     quantize: bool = typer.Option(False, help="Also write an int8 dynamically quantised graph."),
-    parity_titles: int = typer.Option(64, help="Real catalog titles used for the PyTorch parity check."),
+    parity_titles: int = typer.Option(64, help="Held-out texts of the bundle used for the PyTorch parity check."),
 ) -> None:
     """Export a bundle to ONNX (dynamic batch/sequence axes) and check parity with PyTorch (<= 1e-4)."""
     import json
     from dataclasses import asdict
 
-    from pipeline.cli import console
     from serving.export import export_onnx
-    from serving.smoke import sample_titles
+    from serving.smoke import bundle_texts
 
-    res = export_onnx(bundle, out, parity_texts=sample_titles(parity_titles), quantize=quantize)
+    res = export_onnx(bundle, out, parity_texts=bundle_texts(bundle, parity_titles), quantize=quantize)
     console.print_json(json.dumps(asdict(res)))
 
 

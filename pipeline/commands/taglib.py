@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from pipeline.commands import console
+from pipeline.errors import SpecError
+from pipeline.settings import get_settings
+
 taglib_app = typer.Typer(help="The tag library: import taxonomies, show what is in it.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Product catalogs: import products with their human tags.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
@@ -18,10 +22,7 @@ def import_cmd(
     path: Path = typer.Argument(..., help="Folder of the taxonomy, e.g. ../shared/data/shopify_product_taxonomy"),
 ) -> None:
     """Import a taxonomy (categories with hierarchy and en/zh names, tagging attributes) as facets and tags."""
-    from pipeline.cli import console
-    from pipeline.errors import SpecError
-    from pipeline.importers import import_shopify
-    from pipeline.settings import get_settings
+    from pipeline.catalog.importers import import_shopify
 
     if kind != "shopify":
         raise SpecError(f"unknown taxonomy kind {kind!r}; supported: shopify")
@@ -39,9 +40,7 @@ def show_cmd() -> None:
 
 
 def print_summary() -> dict:
-    from pipeline import taglib
-    from pipeline.cli import console
-    from pipeline.settings import get_settings
+    from pipeline.catalog import taglib
 
     engine = taglib.ensure_schema(get_settings())
     with engine.connect() as conn:
@@ -65,9 +64,7 @@ def catalog_import_cmd(
     catalog: str | None = typer.Option(None, help="Catalog name in the database (default: the spec name)"),
 ) -> None:
     """Load products with their human tags, mapped onto the tag library (unknown values become candidates)."""
-    from pipeline.cli import console
-    from pipeline.importers import import_catalog
-    from pipeline.settings import get_settings
+    from pipeline.catalog.importers import import_catalog
 
     res = import_catalog(get_settings(), path, spec, catalog)
     console.print(
@@ -79,10 +76,8 @@ def catalog_import_cmd(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Migrate the tag-library database up to REVISION (default head)."""
-    from pipeline import migrate
-    from pipeline.cli import console
-    from pipeline.services import get_engine
-    from pipeline.settings import get_settings
+    from pipeline.core import migrate
+    from pipeline.core.services import get_engine
 
     engine = get_engine(get_settings())
     migrate.upgrade(engine, revision)
@@ -92,10 +87,8 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, or 'base' to drop everything")) -> None:
     """Migrate the tag-library database down to REVISION."""
-    from pipeline import migrate
-    from pipeline.cli import console
-    from pipeline.services import get_engine
-    from pipeline.settings import get_settings
+    from pipeline.core import migrate
+    from pipeline.core.services import get_engine
 
     engine = get_engine(get_settings())
     migrate.downgrade(engine, revision)

@@ -1,8 +1,15 @@
-"""CLI: ``tagger train`` (fine-tune + baseline + MLflow) and ``tagger evaluate`` (re-score a bundle/run)."""
+"""CLI: ``tagger train`` (train, then evaluate; flags from :class:`TrainOptions`) and ``tagger evaluate``."""
 
 from __future__ import annotations
 
+import inspect
+import os
+
 import typer
+
+from pipeline.commands import console
+from pipeline.settings import get_settings
+from pipeline.training.options import TrainOptions, cli_fields, field_type
 
 
 def register(app: typer.Typer) -> None:
@@ -12,48 +19,44 @@ def register(app: typer.Typer) -> None:
 
 
 def train_cmd(
-    spec: str = typer.Option("myntra", "--spec", help="Dataset spec name or YAML path."),
-    source: str = typer.Option(None, "--source", help="Catalog path or snapshot id (default: the spec's shared file)."),
-    epochs: int = typer.Option(5, help="Epochs (early stopping on validation micro-F1 may end sooner)."),
-    max_steps: int = typer.Option(None, help="Cap on optimizer steps."),
-    max_rows: int = typer.Option(None, help="Sample this many catalog rows first (demo slices)."),
-    max_train_rows: int = typer.Option(None, help="Cap the training split only (test stays the frozen split)."),
-    batch_size: int = typer.Option(32),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    max_length: int = typer.Option(48, help="Token cap per text."),
-    lr: float = typer.Option(1e-4, help="Encoder learning rate."),
-    precision: str = typer.Option("auto", help="auto | bf16 | fp32"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    encoder: str = typer.Option(None, help="HF encoder path or name (default: packaged all-MiniLM-L6-v2)."),
-    min_tag_count: int = typer.Option(5, help="Tags with fewer training examples are left out of the head."),
-    seed: int = typer.Option(13),
-    baseline: bool = typer.Option(True, help="Also train and report the TF-IDF baseline."),
-    hybrid: bool = typer.Option(
-        True, help="Fuse the TF-IDF model into the served scores (weights per facet, chosen on validation)."
-    ),
-    resume: bool = typer.Option(True, help="Resume an interrupted run with the same data and options."),
+    spec: str = typer.Option(None, "--spec", help="Dataset spec name or YAML path (default: TAGGER_CATALOG_SPEC)."),
+    source: str = typer.Option(None, "--source", help="Catalog path or snapshot id (default: the spec's data_file)."),
+    **flags,
 ) -> None:
-    """Fine-tune the tagger on a catalog, compare with a TF-IDF baseline on the frozen test split, log to MLflow."""
-    import os
-
+    """Fine-tune the tagger on a catalog, score it against a TF-IDF baseline on the frozen test split, log to MLflow."""
     import torch
 
-    from pipeline.cli import console
-    from pipeline.settings import get_settings
-    from pipeline.train import TrainOptions, train
+    from pipeline.catalog.spec import resolve_catalog
+    from pipeline.evaluation.evaluate import evaluate_run
+    from pipeline.training.train import train
 
     torch.set_num_threads(os.cpu_count() or 1)
     settings = get_settings()
-    opts = TrainOptions(
-        encoder=encoder, epochs=epochs, max_steps=max_steps, max_rows=max_rows, max_train_rows=max_train_rows,
-        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, lr=lr, precision=precision,
-        device=device, min_tag_count=min_tag_count, seed=seed, baseline=baseline, hybrid=hybrid and baseline,
-        resume=resume,
-    )  # fmt: skip
-    result = train(source or default_source(spec, settings), spec, settings, opts)
-    _print_metrics(console, result.metrics)
+    flags["hybrid"] = flags["hybrid"] and flags["baseline"]
+    source, spec = resolve_catalog(settings, spec, source)
+    result = train(source, spec, settings, TrainOptions(**flags))
+    evaluation = evaluate_run(result.bundle_path, settings)
+    _print_metrics(console, evaluation.metrics)
     console.print(f"run [bold]{result.run_id}[/] on {result.device}, {result.samples_per_s:.1f} samples/s")
     console.print(f"bundle: {result.bundle_path}")
+
+
+def _with_option_flags(command):
+    """Give ``command`` one typer option per :class:`TrainOptions` CLI field: defaults and help come from there."""
+    sig = inspect.signature(command)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    for f in cli_fields():
+        kind = field_type(f)
+        flag = f"--{f.name.replace('_', '-')}"
+        decl = (f"{flag}/--no-{f.name.replace('_', '-')}",) if kind is bool else (flag,)
+        option = typer.Option(f.default, *decl, help=f.metadata["help"])
+        annotation = kind if f.default is not None else (kind | None)
+        fixed.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    command.__signature__ = sig.replace(parameters=fixed)
+    return command
+
+
+train_cmd = _with_option_flags(train_cmd)
 
 
 def evaluate_cmd(
@@ -62,26 +65,11 @@ def evaluate_cmd(
     spec: str = typer.Option(None, help="Dataset spec (default: the bundle's)."),
 ) -> None:
     """Score a trained tagger on the frozen test split of its catalog."""
-    from pipeline.cli import console
-    from pipeline.evaluate import evaluate
-    from pipeline.settings import get_settings
+    from pipeline.evaluation.evaluate import evaluate
 
     result = evaluate(run_or_model, get_settings(), source=source, spec=spec)
     _print_metrics(console, {"model": result.metrics})
     console.print(f"{result.n_test} test rows, digest {result.test_digest[:16]}; report {result.report_path}")
-
-
-def default_source(spec: str, settings) -> str:
-    """The shared data file a shipped spec describes."""
-    files = {
-        "myntra": settings.data_dir / "myntra_fashion_styles" / "styles.csv.zip",
-        "product1m": settings.data_dir / "product1m_zh" / "product1m_test_ossurl_v2.txt",
-    }
-    if spec not in files:
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(f"spec {spec!r} has no default catalog file; pass --source PATH_OR_SNAPSHOT_ID")
-    return str(files[spec])
 
 
 def _print_metrics(console, metrics: dict) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.settings import get_settings
+
 _COLORS = {"pass": "green", "warn": "yellow", "fail": "red"}
 # flag -> ValidationOptions field (a unit test checks that the flag defaults equal the dataclass defaults)
 FLAGS = {
@@ -40,8 +42,7 @@ def validate(
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.settings import get_settings
-    from pipeline.validate import ValidationOptions, validate_catalog
+    from pipeline.validation.validate import ValidationOptions, validate_catalog
 
     opts = ValidationOptions(**{field: given[flag] for flag, field in FLAGS.items()})
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # GX logs its internals at INFO

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pipeline import migrate
+from pipeline.core import migrate
 
 
 def migrated_database(fresh_database, prefix: str) -> str:

@@ -76,7 +76,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.bundle import default_encoder_path
+    from pipeline.training.bundle import default_encoder_path
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_encoder")
@@ -99,8 +99,8 @@ def make_bundle(tiny_encoder_dir, tmp_path_factory):
     """Factory: ``make_bundle(metrics_dict, seed=0, name=None, card=True) -> bundle folder``."""
     import torch
 
-    from pipeline.bundle import new_model, save_bundle
-    from pipeline.labels import LabelMap
+    from pipeline.training.bundle import new_model, save_bundle
+    from pipeline.training.labels import LabelMap
 
     root = tmp_path_factory.mktemp("bundles")
     label_map = LabelMap.build(FACETS, EXCLUSIVE, ANCESTORS)

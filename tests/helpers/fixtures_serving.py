@@ -31,7 +31,7 @@ def solve_head(bundle_path: Path, golden: list[dict], scale: float) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.bundle import load_bundle
+    from pipeline.training.bundle import load_bundle
 
     b = load_bundle(bundle_path)
     b.model.head = torch.nn.Identity()  # logits() now returns the pooled embeddings [P, H]

@@ -22,15 +22,18 @@ TINY_OPTIONS = dict(
 @dataclass(frozen=True)
 class TinyBundle:
     path: Path  # the bundle folder (bundle.json, encoder/, head.safetensors, metrics.json, ...)
-    result: object  # pipeline.train.TrainResult
+    result: object  # pipeline.training.train.TrainResult
+    evaluation: object  # pipeline.evaluation.evaluate.RunEvaluation (metrics.json, plots, card written)
     settings: Settings  # the settings it was trained with (its MLflow store holds the run)
     catalog: Path  # the CSV slice it was trained on
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, session_db_url, session_mlflow_uri) -> TinyBundle:
-    """A real bundle (MLflow run included) trained for <= 40 steps on 240 Myntra rows."""
-    from pipeline.train import TrainOptions, train
+    """A real bundle (MLflow run included) trained for <= 40 steps on 240 Myntra rows, then evaluated."""
+    from pipeline.evaluation.evaluate import evaluate_run
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
 
     root = tmp_path_factory.mktemp("tiny_bundle")
     settings = Settings(
@@ -41,4 +44,5 @@ def tiny_bundle(tmp_path_factory, session_db_url, session_mlflow_uri) -> TinyBun
     )
     catalog = myntra_slice(root / "myntra_240.csv", 240)
     result = train(str(catalog), "myntra", settings, TrainOptions(**TINY_OPTIONS))
-    return TinyBundle(Path(result.bundle_path), result, settings, catalog)
+    evaluation = evaluate_run(result.bundle_path, settings)
+    return TinyBundle(Path(result.bundle_path), result, evaluation, settings, catalog)

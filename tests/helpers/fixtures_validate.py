@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import db
+from pipeline.catalog.spec import load_spec
 from pipeline.settings import Settings
-from pipeline.spec import load_spec
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,356 @@
+"""Read a catalog file through its dataset spec into the catalog contract.
+
+The contract (one row per product, a pandas DataFrame with these columns):
+
+=============  ==========================================================================
+row_number     1-based line/record number in the source (for messages and quarantine)
+product_id     str, unique within the catalog
+title          str, non-empty
+description    str | None
+brand          str | None
+locale         str (``en``, ``zh``...)
+category_path  list[str], root first (may be empty)
+attributes     dict[str, str] of extra source columns named by the spec
+tags           list[str] of tag slugs ``facet:value`` (category: ``category:root/child/leaf``)
+=============  ==========================================================================
+
+Rows that cannot be parsed at all (undecodable bytes, wrong field count) are returned as
+:class:`Reject` records instead, so that callers can quarantine them: rows read = len(frame) + len(rejects).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.catalog.spec import DatasetSpec, FacetRule
+from pipeline.errors import CatalogError
+
+CONTRACT_COLUMNS = [
+    "row_number",
+    "product_id",
+    "title",
+    "description",
+    "brand",
+    "locale",
+    "category_path",
+    "attributes",
+    "tags",
+]
+_SLUG_STRIP = re.compile(r"[^\w]+", re.UNICODE)
+csv.field_size_limit(16 * 1024 * 1024)
+
+
+def slugify(value: str) -> str:
+    """Lower-case, NFKC-normalised, runs of non-word characters become ``-`` (CJK characters are kept)."""
+    text = unicodedata.normalize("NFKC", value).strip().lower()
+    return _SLUG_STRIP.sub("-", text).strip("-_") or "_"
+
+
+def tag_slug(facet: str, value: str) -> str:
+    return f"{facet}:{slugify(value)}"
+
+
+def category_slug(path: list[str] | tuple[str, ...]) -> str:
+    return "category:" + "/".join(slugify(p) for p in path)
+
+
+def facet_of(slug: str) -> str:
+    return slug.split(":", 1)[0]
+
+
+def parent_of(slug: str) -> str | None:
+    """Parent in the hierarchy encoded by a path slug (``category:a/b`` -> ``category:a``), else None."""
+    facet, _, value = slug.partition(":")
+    if "/" not in value:
+        return None
+    return f"{facet}:{value.rsplit('/', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class Reject:
+    row_number: int
+    reason: str
+    value: str
+
+
+@dataclass(frozen=True)
+class TagRef:
+    """A tag seen in a catalog: its slug, facet, display name (source locale) and parent slug."""
+
+    slug: str
+    facet: str
+    name: str
+    parent: str | None = None
+
+
+@dataclass
+class CatalogRead:
+    frame: pd.DataFrame
+    rejects: list[Reject]
+    tags: dict[str, TagRef] = field(default_factory=dict)
+    spec: DatasetSpec | None = None
+    path: str = ""
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.frame) + len(self.rejects)
+
+
+# ---- opening files -------------------------------------------------------------------------------------
+def _read_bytes(path: Path, spec: DatasetSpec) -> bytes:
+    if not path.exists():
+        raise CatalogError("file not found", path=str(path))
+    name = path.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.namelist() if not m.endswith("/")]
+                member = spec.member if spec.member in members else (members[0] if len(members) == 1 else None)
+                if member is None:
+                    raise CatalogError(
+                        f"zip archive holds {members}; set 'member' in spec {spec.name!r} to pick one",
+                        path=str(path),
+                    )
+                return zf.read(member)
+        if name.endswith(".gz"):
+            return gzip.decompress(path.read_bytes())
+    except zipfile.BadZipFile as exc:
+        raise CatalogError(f"not a zip archive although its name ends in .zip ({exc})", path=str(path)) from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise CatalogError(f"compressed file is corrupt or truncated ({exc})", path=str(path)) from exc
+    return path.read_bytes()
+
+
+def _bad_utf8(text: str) -> str | None:
+    """Describe the first undecodable byte (decoded with surrogateescape), or None if the text is clean."""
+    for i, ch in enumerate(text):
+        if "\udc80" <= ch <= "\udcff":
+            return f"invalid {{enc}} byte 0x{ord(ch) - 0xDC00:02x} at character {i}"
+    return None
+
+
+def _records_csv(data: bytes, spec: DatasetSpec, path: str) -> Iterator[tuple[int, dict | None, Reject | None]]:
+    text = data.decode(spec.encoding, errors="surrogateescape")
+    if not text.strip():
+        raise CatalogError("file is empty (no header, no rows)", path=path)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=spec.csv_delimiter)
+    header = next(reader)
+    header = [h.strip() for h in header]
+    _check_columns(header, spec, path)
+    width = len(header)
+    overflow_at = header.index(spec.overflow_column) if spec.overflow_column in header else None
+    for fields in reader:
+        row = reader.line_num - 1  # data rows are numbered from 1, the header is row 0
+        if not fields or fields == [""]:
+            continue
+        raw_line = spec.csv_delimiter.join(fields)
+        bad = _bad_utf8(raw_line)
+        if bad:
+            yield row, None, Reject(row, bad.format(enc=spec.encoding), _escape(raw_line))
+            continue
+        if len(fields) > width and spec.overflow == "rejoin" and overflow_at is not None:
+            extra = len(fields) - width
+            joined = spec.csv_delimiter.join(fields[overflow_at : overflow_at + extra + 1])
+            fields = fields[:overflow_at] + [joined] + fields[overflow_at + extra + 1 :]
+        if len(fields) != width:
+            reason = f"expected {width} fields, got {len(fields)}"
+            yield row, None, Reject(row, reason, raw_line[:500])
+            continue
+        yield row, dict(zip(header, fields, strict=True)), None
+
+
+def _records_delimited(data: bytes, spec: DatasetSpec, path: str):
+    text = data.decode(spec.encoding, errors="surrogateescape")
+    if not text.strip():
+        raise CatalogError("file is empty", path=path)
+    fields_names = list(spec.delimited_fields)
+    _check_columns(fields_names, spec, path)
+    for i, line in enumerate(text.splitlines(), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        bad = _bad_utf8(line)
+        if bad:
+            yield i, None, Reject(i, bad.format(enc=spec.encoding), _escape(line))
+            continue
+        parts = line.split(spec.delimited_separator)
+        if len(parts) != len(fields_names):
+            reason = f"expected {len(fields_names)} fields separated by {spec.delimited_separator!r}, got {len(parts)}"
+            yield i, None, Reject(i, reason, line[:500])
+            continue
+        yield i, dict(zip(fields_names, parts, strict=True)), None
+
+
+def _records_jsonl(data: bytes, spec: DatasetSpec, path: str):
+    text = data.decode(spec.encoding, errors="surrogateescape")
+    if not text.strip():
+        raise CatalogError("file is empty", path=path)
+    checked = False
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        bad = _bad_utf8(line)
+        if bad:
+            yield i, None, Reject(i, bad.format(enc=spec.encoding), _escape(line))
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield i, None, Reject(i, f"not valid JSON ({exc.msg} at column {exc.colno})", line[:500])
+            continue
+        if not isinstance(rec, dict):
+            yield i, None, Reject(i, f"a JSON object was expected, got {type(rec).__name__}", line[:500])
+            continue
+        broken = next((k for k, v in rec.items() if isinstance(v, str) and not _encodable(v)), None)
+        if broken is not None:
+            yield i, None, Reject(i, f"field {broken!r} is not valid UTF-8 (lone surrogate escape)", line[:500])
+            continue
+        if not checked:
+            _check_columns(list(rec), spec, path)
+            checked = True
+        yield i, rec, None
+
+
+def _records_parquet(path: Path, spec: DatasetSpec):
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a non-parquet file
+        raise CatalogError(f"cannot read as Parquet ({type(exc).__name__}: {exc})", path=str(path)) from exc
+    _check_columns(list(df.columns), spec, str(path))
+    for col in (spec.columns["title"],):
+        dtype = df[col].dtype
+        if not (pd.api.types.is_string_dtype(dtype) or dtype is object or str(dtype) == "object"):
+            raise CatalogError(
+                f"column {col!r} has type {dtype}, expected string; fix the writer or map another column",
+                path=str(path),
+            )
+    for i, rec in enumerate(df.to_dict(orient="records"), start=1):
+        yield i, rec, None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _escape(text: str) -> str:
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")[:500]
+
+
+def _check_columns(found: list[str], spec: DatasetSpec, path: str) -> None:
+    needed = list(spec.columns.values()) + list(spec.category_path)
+    needed += [r.column for r in spec.facets.values() if r.column]
+    missing = [c for c in dict.fromkeys(needed) if c not in found]
+    if missing:
+        raise CatalogError(
+            f"missing required column(s) {missing} for spec {spec.name!r}; the file has {found}", path=path
+        )
+
+
+# ---- mapping source records onto the contract ----------------------------------------------------------
+def _clean(value, nulls: frozenset[str]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    text = str(value).strip()
+    return None if text in nulls else text
+
+
+def _facet_values(rule: FacetRule, cell: str) -> list[str]:
+    items = cell.split(rule.split) if rule.split else [cell]
+    values = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if rule.pattern is not None:
+            m = rule.pattern.search(item + " ")
+            if not m:
+                continue
+            item = m.group("value")
+        if rule.rules:
+            item = next((v for p, v in rule.rules if p.search(item)), None)
+            if item is None:
+                continue
+        values.append(rule.value_map.get(item, item))
+    return list(dict.fromkeys(values))
+
+
+def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]) -> dict:
+    nulls = spec.null_values
+    col = spec.columns
+    path = [p for p in (_clean(rec.get(c), nulls) for c in spec.category_path) if p]
+    tags: list[str] = []
+    for rule in spec.facets.values():
+        if rule.from_category_path:
+            for depth in range(1, len(path) + 1):
+                slug = category_slug(path[:depth])
+                seen.setdefault(slug, TagRef(slug, "category", path[depth - 1], parent_of(slug)))
+            if path:
+                tags.append(category_slug(path))
+            continue
+        cell = _clean(rec.get(rule.column), nulls)
+        if cell is None:
+            continue
+        for value in _facet_values(rule, cell):
+            slug = tag_slug(rule.name, value)
+            seen.setdefault(slug, TagRef(slug, rule.name, value))
+            tags.append(slug)
+    attrs = {a: v for a in spec.attributes if (v := _clean(rec.get(a), nulls)) is not None}
+    pid = _clean(rec.get(col["product_id"]), frozenset())
+    return {
+        "row_number": row,
+        "product_id": pid if pid is None else str(pid),
+        "title": _clean(rec.get(col["title"]), frozenset()) or "",
+        "description": _clean(rec.get(col["description"]), nulls) if "description" in col else None,
+        "brand": _clean(rec.get(col["brand"]), nulls) if "brand" in col else None,
+        "locale": spec.locale,
+        "category_path": path,
+        "attributes": attrs,
+        "tags": list(dict.fromkeys(tags)),
+    }
+
+
+def read_catalog(path: str | Path, spec: DatasetSpec, limit: int | None = None) -> CatalogRead:
+    """Read ``path`` through ``spec``.
+
+    Raises:
+        CatalogError: the file as a whole is unusable (missing, empty, wrong format, missing columns).
+            Row-level problems are returned in ``rejects`` instead.
+    """
+    path = Path(path)
+    if spec.format == "parquet":
+        records = _records_parquet(path, spec)
+    else:
+        data = _read_bytes(path, spec)
+        reader = {"csv": _records_csv, "delimited": _records_delimited, "jsonl": _records_jsonl}[spec.format]
+        records = reader(data, spec, str(path))
+    rows, rejects, seen = [], [], {}
+    for row, rec, reject in records:
+        if reject is not None:
+            rejects.append(reject)
+        else:
+            rows.append(_to_contract(rec, row, spec, seen))
+        if limit is not None and len(rows) + len(rejects) >= limit:
+            break
+    frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
+    frame["row_number"] = frame["row_number"].astype("int64")
+    return CatalogRead(frame=frame, rejects=rejects, tags=seen, spec=spec, path=str(path))

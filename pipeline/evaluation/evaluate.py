@@ -1,0 +1,204 @@
+"""Stage 4, evaluation: score what training left on the frozen test split; or re-score any bundle.
+
+:func:`evaluate_run` is the stage's entry after training: it reads a bundle's ``heldout.npz`` (the test-split
+predictions of the tagger as served, the encoder alone and the TF-IDF baseline), computes their metrics with
+:mod:`pipeline.metrics`, writes ``metrics.json`` (the shape the registry gate reads), the plots and the model
+card into the bundle, and logs them to the training run in MLflow. :func:`evaluate` re-scores a bundle on the
+frozen test split of a catalog (``tagger evaluate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric
+
+from pipeline.catalog.spec import load_spec
+from pipeline.core.tracking import client as mlflow_client
+from pipeline.core.tracking import configure
+from pipeline.errors import BundleError
+from pipeline.evaluation import model_card, plots
+from pipeline.metrics import tag_metrics
+from pipeline.training.bundle import load_bundle
+from pipeline.training.dataset import load_source, prepare, targets
+from pipeline.training.labels import LabelMap, decide
+from pipeline.training.train import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+HEADLINE = ("micro_f1", "macro_f1", "precision_at_1", "ece")
+CURVE_NAMES = {"model": "tagger", "encoder": "encoder only", "baseline": "TF-IDF baseline"}
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    run_id: str
+    bundle_path: str
+    metrics: dict  # metrics.json: {"model", "baseline"?, "encoder"?, "hybrid"?, digests, sizes}
+    reused: bool = False
+
+
+def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> RunEvaluation:
+    """Score a training run's held-out predictions; write metrics.json, plots and model card; log to MLflow.
+
+    Idempotent: a bundle whose ``metrics.json`` is already there is returned as it is (``force`` re-scores).
+
+    Raises:
+        BundleError: the bundle has no held-out predictions (not written by ``pipeline.training.train``).
+    """
+    bundle = Path(bundle_path)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    run_id = meta["run_id"]
+    if (bundle / METRICS_FILE).exists() and not force:
+        return RunEvaluation(run_id, str(bundle), json.loads((bundle / METRICS_FILE).read_text()), reused=True)
+    metrics, curves, y, served = heldout_metrics(bundle)
+    label_map = LabelMap.load(bundle / "label_map.json")
+    _write_plots(bundle / "plots", metrics, curves, y, served, label_map)
+    history = json.loads((bundle / HISTORY_FILE).read_text()) if (bundle / HISTORY_FILE).exists() else []
+    card = model_card.render(
+        meta=meta,
+        metrics=metrics,
+        dropped=meta.get("tags_left_out", {}),
+        history=history,
+        options=meta.get("train_options", {}),
+    )
+    (bundle / "model_card.md").write_text(card, encoding="utf-8")
+    (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+    _log_to_run(settings, run_id, bundle, metrics)
+    base = metrics.get("baseline", {}).get("micro_f1")
+    log.info(
+        "test micro-F1 %.4f (baseline %s); bundle %s",
+        metrics["model"]["micro_f1"],
+        f"{base:.4f}" if base is not None else "skipped",
+        bundle,
+    )
+    return RunEvaluation(run_id, str(bundle), metrics)
+
+
+def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """(metrics.json body, PR curves by legend name, y_true, served decisions) from a bundle's held-out files."""
+    if not (bundle / HELDOUT_ARRAYS).exists():
+        raise BundleError(
+            f"bundle {bundle} has no {HELDOUT_ARRAYS} (held-out predictions written by training); "
+            "train it with `tagger train`, or score it on a catalog with `tagger evaluate BUNDLE`"
+        )
+    info = json.loads((bundle / HELDOUT_INFO).read_text())
+    label_map = LabelMap.load(bundle / "label_map.json")
+    with np.load(bundle / HELDOUT_ARRAYS) as arrays:
+        y = arrays["y_true"]
+        systems = {name: (arrays[f"{name}_scores"], arrays[f"{name}_pred"]) for name in info["systems"]}
+    metrics = {name: tag_metrics(y, pred, scores, label_map) for name, (scores, pred) in systems.items()}
+    if info.get("hybrid"):
+        metrics["hybrid"] = info["hybrid"]
+    metrics.update({k: info[k] for k in ("test_digest", "dataset_digest", "n_test", "n_train", "n_val")})
+    hybrid = "encoder" in systems
+    curves = {}
+    for name in ("encoder", "model", "baseline"):
+        if name in systems:
+            legend = "tagger (hybrid)" if name == "model" and hybrid else CURVE_NAMES[name]
+            curves[legend] = systems[name][0]
+    return metrics, curves, y, systems["model"][1]
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """The MLflow metric names of a metrics.json body (``test_micro_f1``, ``baseline_test_color_micro_f1``...)."""
+    flat = {f"test_{k}": metrics["model"][k] for k in HEADLINE}
+    for other in ("baseline", "encoder"):
+        if other in metrics:
+            flat |= {f"{other}_test_{k}": metrics[other][k] for k in HEADLINE[:3]}
+    for name, key in (("test", "model"), ("baseline_test", "baseline"), ("encoder_test", "encoder")):
+        for f, e in (metrics.get(key) or {}).get("facets", {}).items():
+            flat[f"{name}_{f}_{'accuracy' if e['exclusive'] else 'micro_f1'}"] = e.get("accuracy", e["micro_f1"])
+    return flat
+
+
+def _write_plots(pdir: Path, metrics: dict, curves: dict, y: np.ndarray, served: np.ndarray, lm: LabelMap) -> None:
+    pdir.mkdir(exist_ok=True)
+    plots.facet_f1_bars(metrics["model"], metrics.get("baseline"), pdir / "facet_f1.png")
+    plots.pr_curves(y, curves, pdir / "precision_recall.png")
+    plots.confusion(y, served, lm, pdir / "confusion_category.png")
+
+
+def _log_to_run(settings, run_id: str, bundle: Path, metrics: dict) -> None:
+    """Test metrics, plots, model card and the completed bundle onto the (finished) training run."""
+    client = mlflow_client(settings)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat_metrics(metrics).items()])
+    for name in (METRICS_FILE, "model_card.md"):
+        client.log_artifact(run_id, str(bundle / name), artifact_path="bundle")
+        client.log_artifact(run_id, str(bundle / name))
+    client.log_artifacts(run_id, str(bundle / "plots"), artifact_path="bundle/plots")
+    client.log_artifacts(run_id, str(bundle / "plots"), artifact_path="plots")
+
+
+# ---- re-score a bundle on a catalog ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalResult:
+    bundle_path: str
+    metrics: dict  # tag_metrics() of the bundle on the test split
+    n_test: int
+    test_digest: str
+    report_path: str
+
+
+def resolve_bundle(bundle_or_run: str, settings) -> Path:
+    """A local bundle folder from a path, an MLflow run id or ``runs:/<id>/bundle`` URI (downloaded)."""
+    path = Path(bundle_or_run)
+    if (path / "bundle.json").exists():
+        return path
+    if ":/" not in bundle_or_run and not re.fullmatch(r"[0-9a-f]{32}", bundle_or_run):
+        raise BundleError(
+            f"no tagger bundle at {bundle_or_run!r} (bundle.json missing) and it is not an MLflow run id; "
+            "pass a bundle folder, a run id or a runs:/<id>/bundle URI"
+        )
+    configure(settings)
+    uri = bundle_or_run if ":/" in bundle_or_run else f"runs:/{bundle_or_run}/bundle"
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(settings.home_dir / "downloads")))
+    except Exception as exc:  # MLflow raises several types for unknown runs/URIs
+        raise BundleError(
+            f"{bundle_or_run!r} is neither a bundle folder nor an MLflow run id/URI with a 'bundle' artifact "
+            f"({type(exc).__name__}: {exc}); pass a bundle path or a run id from `tagger train`"
+        ) from exc
+
+
+def evaluate(bundle_or_run: str | Path, settings, *, source: str | None = None, spec: str | None = None) -> EvalResult:
+    """Score a bundle on the frozen test split of the catalog it was trained on (or ``source`` through ``spec``).
+
+    Raises:
+        BundleError: the bundle cannot be found, or the test split's digest differs from the bundle's
+            (different data: numbers would not be comparable).
+    """
+    path = resolve_bundle(str(bundle_or_run), settings)
+    bundle = load_bundle(path)
+    meta = bundle.meta
+    spec_obj = load_spec(spec or meta["spec"])
+    frame, _ = load_source(source or meta["source"], spec_obj, settings)
+    prep = prepare(
+        frame, spec_obj, min_tag_count=1, split_seed=meta.get("split_seed", 0), max_rows=meta.get("max_rows")
+    )
+    test = prep.part("test")
+    if meta.get("test_digest") and prep.test_digest != meta["test_digest"]:
+        raise BundleError(
+            f"test split digest {prep.test_digest[:12]} differs from the bundle's {meta['test_digest'][:12]}: "
+            "the catalog changed, so scores would not be comparable; pass the source the bundle was trained on"
+        )
+    y = targets(test["tags"], bundle.label_map)
+    scores = bundle.scores(test["text"].tolist())  # as served: fused with the TF-IDF half when there is one
+    pred = decide(scores, bundle.label_map, bundle.thresholds)
+    metrics = tag_metrics(y, pred, scores, bundle.label_map)
+    out = settings.reports_dir / "evaluations" / path.name
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / "evaluation.json"
+    result = EvalResult(str(path), metrics, len(test), prep.test_digest, str(report))
+    report.write_text(json.dumps(asdict(result), indent=1))
+    log.info("evaluated %s on %d test rows: micro-F1 %.4f", path, len(test), metrics["micro_f1"])
+    return result

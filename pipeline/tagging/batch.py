@@ -1,0 +1,164 @@
+"""Batch tagging: tag products new or changed since a watermark through Triton and store the tags.
+
+Products are read in keyset order ``(updated_at, id)`` after the watermark kept in ``job_state``. Each batch is
+one transaction that replaces the batch's model tags and advances the watermark, so a run killed midway and
+rerun ends with every product tagged exactly once by the serving model: nothing lost, nothing duplicated.
+Predictions scoring below ``review_below`` are stored with ``review_state='pending'`` for a reviewer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from pipeline.core.services import get_engine
+from pipeline.errors import TagLibraryError
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchTagResult:
+    products: int
+    tags_written: int
+    pending_review: int
+    batches: int
+    model_uri: str | None
+    watermark: str | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def watermark_key(catalog: str | None) -> str:
+    return f"batch_tag:{catalog or '*'}"
+
+
+def read_watermark(conn: sa.Connection, catalog: str | None) -> tuple[datetime | None, int]:
+    value = conn.scalar(sa.text("select value from job_state where name = :n"), {"n": watermark_key(catalog)})
+    if not value:
+        return None, 0
+    return datetime.fromisoformat(value["updated_at"]), int(value["id"])
+
+
+def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], size: int) -> list:
+    ts, last_id = mark
+    q = """
+        select id, title, description, brand, updated_at from products
+        where (cast(:catalog as text) is null or catalog = cast(:catalog as text))
+          and (cast(:ts as timestamptz) is null or (updated_at, id) > (cast(:ts as timestamptz), :last_id))
+        order by updated_at, id limit :size
+    """
+    return conn.execute(sa.text(q), {"catalog": catalog, "ts": ts, "last_id": last_id, "size": size}).all()
+
+
+def product_text(title: str, brand: str | None = None, description: str | None = None) -> str:
+    """The text sent to the tagger, built like the training text (``pipeline.training.dataset.build_text``)."""
+    from pipeline.training.dataset import build_text
+
+    row = {"title": title, "brand": brand, "description": description}
+    return build_text(row, ["title", "brand", "description"])
+
+
+def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[str, int], review_below: float):
+    pks = [r.id for r in rows]
+    conn.execute(sa.text("delete from product_tags where source = 'model' and product_pk = any(:pks)"), {"pks": pks})
+    values, pending = [], 0
+    for row, item_tags, uri in zip(rows, tags, uris, strict=True):
+        name, _, version = uri.removeprefix("models:/").rpartition("/")
+        for t in item_tags:
+            tag_id = slug_ids.get(t["slug"])
+            if tag_id is None:
+                continue  # the model knows a tag the library has since retired/removed
+            state = "pending" if t["score"] < review_below else "accepted"
+            pending += state == "pending"
+            values.append(
+                {
+                    "p": row.id,
+                    "t": tag_id,
+                    "m": name,
+                    "v": int(version) if version.isdigit() else None,
+                    "s": float(t["score"]),
+                    "r": state,
+                }
+            )
+    if values:
+        conn.execute(
+            sa.text(
+                "insert into product_tags (product_pk, tag_id, source, model_name, model_version, score, review_state)"
+                " values (:p, :t, 'model', :m, :v, :s, :r)"
+            ),
+            values,
+        )
+    return len(values), pending
+
+
+def tag_batch(
+    settings: Settings,
+    *,
+    catalog: str | None = None,
+    batch_size: int = 256,
+    review_below: float = 0.5,
+    max_products: int | None = None,
+    client=None,
+) -> BatchTagResult:
+    """Tag every product new or changed since the watermark; return counts.
+
+    Raises:
+        ServingError: Triton refused or is unreachable (the current batch is rolled back, earlier ones stay).
+    """
+    from serving.client import TaggerClient
+
+    t0 = time.perf_counter()
+    client = client or TaggerClient(settings.triton_grpc_url, settings.triton_model_name)
+    engine = get_engine(settings)
+    with engine.connect() as conn:
+        slug_ids = dict(conn.execute(sa.text("select slug, id from tags where status <> 'retired'")).all())
+    if not slug_ids:
+        raise TagLibraryError("the tag library is empty: import a taxonomy or catalog first")
+    n_products = n_tags = n_pending = batches = 0
+    last_uri, mark = None, None
+    while max_products is None or n_products < max_products:
+        with engine.begin() as conn:
+            mark = read_watermark(conn, catalog)
+            size = batch_size if max_products is None else min(batch_size, max_products - n_products)
+            rows = _next_batch(conn, catalog, mark, size)
+            if not rows:
+                break
+            result = client.infer([product_text(r.title, r.brand, r.description) for r in rows])
+            written, pending = _store(conn, rows, result.tags, result.model_uris, slug_ids, review_below)
+            new_mark = {"updated_at": rows[-1].updated_at.isoformat(), "id": rows[-1].id}
+            conn.execute(
+                sa.text(
+                    "insert into job_state (name, value, updated_at) values (:n, cast(:v as jsonb), now()) "
+                    "on conflict (name) do update set value = excluded.value, updated_at = now()"
+                ),
+                {"n": watermark_key(catalog), "v": json.dumps(new_mark)},
+            )
+        n_products += len(rows)
+        n_tags += written
+        n_pending += pending
+        batches += 1
+        last_uri = result.model_uris[-1] if result.model_uris else last_uri
+        mark = (rows[-1].updated_at, rows[-1].id)
+        log.info("batch %d: %d products, %d tags (%d pending review)", batches, len(rows), written, pending)
+    res = BatchTagResult(
+        n_products,
+        n_tags,
+        n_pending,
+        batches,
+        last_uri,
+        mark[0].isoformat() if mark and mark[0] else None,
+        time.perf_counter() - t0,
+    )
+    log.info(
+        "batch tagging: %d products, %d tags, %d pending review in %.1f s", n_products, n_tags, n_pending, res.seconds
+    )
+    return res

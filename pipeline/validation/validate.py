@@ -1,0 +1,393 @@
+"""The catalog validation gate: snapshot, GX suites, quarantine, drift, verdict, report.
+
+``validate_catalog`` is the first step of the retraining DAG and the body of ``tagger validate``.
+
+Verdicts:
+
+* **fail** (not accepted; the DAG stops before training): no rows, no row accepted, more than
+  ``max_quarantine_share`` of the rows quarantined, a dataset-level expectation failed (contract column
+  missing, a title in two splits), no tag with ``min_examples_per_tag`` examples, or drift above a *fail*
+  threshold (off by default).
+* **warn** (accepted, flagged): some rows quarantined, tags below ``min_examples_per_tag`` examples, or drift
+  above a *warn* threshold.
+* **pass**: nothing of the above.
+
+Row-level failures never fail a snapshot by themselves: those rows are quarantined (``quarantine`` table and
+``quarantine.csv`` in the snapshot folder) with the rule and the offending value, and the rest continue.
+Invariant: rows read = rows accepted + rows quarantined. Tags not in the library are reported as new-tag
+candidates, never quarantined.
+
+A file that is unusable as a whole (missing, empty, bad zip/gzip, missing columns, wrong Parquet types)
+raises :class:`~pipeline.errors.CatalogError` from the reader; no snapshot is recorded because there is no
+content to identify it by. A header-only file returns verdict *fail* ("no rows") and is recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipeline import db
+from pipeline.catalog import snapshot
+from pipeline.catalog.readers import CatalogRead
+from pipeline.catalog.spec import DatasetSpec, load_spec
+from pipeline.errors import ValidationFailed
+from pipeline.settings import Settings
+from pipeline.validation import drift, expectations
+
+log = logging.getLogger(__name__)
+
+PARSE_RULE = "parseable_row"
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    """Thresholds of the gate (all overridable from the CLI)."""
+
+    min_examples_per_tag: int = 5  # a trainable tag with fewer examples -> warn
+    min_title_chars: int = 2
+    max_title_chars: int = 300
+    max_quarantine_share: float = 0.2  # more rows quarantined than this share -> fail
+    label_psi_warn: float = 0.2  # per-facet label distribution PSI above this -> warn
+    label_psi_fail: float | None = None  # ... above this -> fail (None: drift never fails)
+    new_products_warn: float = 0.5  # share of product ids not in the last accepted snapshot -> warn
+    title_length_psi_warn: float = 0.2
+    split_seed: int = 0  # seed of splits.split_of; training must use the same
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    snapshot_id: str
+    spec: str
+    digest: str
+    verdict: str  # pass | warn | fail
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantine_path: str | None
+    report_path: str | None  # Data Docs index.html of this run
+    accepted_path: str | None  # Parquet of the accepted contract rows
+    drift: dict
+    failed_expectations: list[dict]
+    reasons: list[str] = field(default_factory=list)  # why the verdict is not pass
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)  # rule -> rows
+    new_tag_candidates: list[str] = field(default_factory=list)
+    rare_tags: dict[str, int] = field(default_factory=dict)  # tag -> examples (below the minimum)
+    result_path: str | None = None
+    seconds: float = 0.0
+
+    def raise_for_verdict(self) -> ValidationResult:
+        """Return self if the snapshot was accepted (pass/warn); raise ValidationFailed on *fail*."""
+        if self.verdict == "fail":
+            raise ValidationFailed(
+                f"snapshot {self.snapshot_id} failed validation: {'; '.join(self.reasons)} "
+                f"(report: {self.report_path or self.result_path})"
+            )
+        return self
+
+
+# ---- quarantine ----------------------------------------------------------------------------------------
+def _short(value) -> str:
+    text = "" if value is None else str(value)
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    text = expectations._CONTROL.sub(lambda m: repr(m.group())[1:-1], text)  # NUL etc. stay visible
+    return text if len(text) <= 200 else f"{text[:200]}… ({len(text)} characters)"
+
+
+def _reason(rule: str, row: pd.Series, opts: ValidationOptions) -> str:
+    title = str(row["title"] or "")
+    if rule == "product_id_present":
+        return "product_id is missing (empty or a null spelling); give every product an id"
+    if rule == "product_id_unique":
+        return f"product_id {row['product_id']!r} is already used by row {int(row['duplicate_of_row'])}"
+    if rule == "title_present":
+        return f"title is empty or a null spelling ({_short(title)!r})"
+    if rule == "title_length":
+        return f"title has {len(title)} characters; allowed {opts.min_title_chars}..{opts.max_title_chars}"
+    if rule == "title_utf8":
+        return "title is not valid UTF-8 (it holds a lone surrogate)"
+    if rule == "title_no_control_chars":
+        pos = next(i for i, ch in enumerate(title) if expectations._CONTROL.match(ch))
+        return f"title holds control character {title[pos]!r} at position {pos}"
+    return f"failed {rule}"
+
+
+def _quarantine_rows(read: CatalogRead, rows: pd.DataFrame, outcomes, opts: ValidationOptions) -> list[dict]:
+    out = [
+        {
+            "row_number": r.row_number,
+            "expectation": PARSE_RULE,
+            "product_id": None,
+            "value": r.value,
+            "reason": r.reason,
+        }
+        for r in read.rejects
+    ]
+    indexed = rows.set_index("row_number", drop=False)
+    for o in outcomes:
+        if o.kind != "row" or o.success:
+            continue
+        column = "title" if o.name.startswith("title") else "product_id"
+        for rn in o.unexpected_keys:
+            row = indexed.loc[rn]
+            out.append(
+                {
+                    "row_number": int(rn),
+                    "expectation": o.name,
+                    "product_id": None if pd.isna(row["product_id"]) else str(row["product_id"]),
+                    "value": _short(row[column]),
+                    "reason": _reason(o.name, row, opts),
+                }
+            )
+    return out
+
+
+def _write_quarantine(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["row_number", "expectation", "product_id", "value", "reason"])
+        w.writeheader()
+        w.writerows(sorted(rows, key=lambda q: (q["row_number"], q["expectation"])))
+    return path
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+def _library(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(db.tags.c.slug, db.tags.c.status)).all())
+
+
+def _ensure_schema(engine: sa.Engine) -> None:
+    if not sa.inspect(engine).has_table("snapshots"):
+        from pipeline.core import migrate
+
+        log.info("tag-library schema missing: running migrations")
+        migrate.upgrade(engine)
+
+
+def _previous_ids(prev: dict | None) -> set[str] | None:
+    if not prev or not prev.get("accepted_path") or not Path(prev["accepted_path"]).is_file():
+        return None
+    return set(pd.read_parquet(prev["accepted_path"], columns=["product_id"])["product_id"].astype(str))
+
+
+def _hint(quarantine: list[dict], spec: DatasetSpec) -> str:
+    """The most common quarantine reason, with the likely fix."""
+    if not quarantine:
+        return ""
+    top = Counter(q["expectation"] for q in quarantine).most_common(1)[0][0]
+    sample = next(q["reason"] for q in quarantine if q["expectation"] == top)
+    hint = f"; most common: {top} ({sample})"
+    if top == PARSE_RULE and "byte" in sample:
+        hint += f"; is the file really {spec.encoding}? set 'encoding' in the spec ({spec.source_path or spec.name})"
+    return hint
+
+
+def _verdict(
+    rows_read: int,
+    accepted: int,
+    quarantined: int,
+    outcomes,
+    rare: dict,
+    drift_fig: dict,
+    opts: ValidationOptions,
+    hint: str = "",
+) -> tuple[str, list[str], list[str]]:
+    fails, warns = [], []
+    if rows_read == 0:
+        fails.append("no rows: the catalog holds a header but no products")
+    elif accepted == 0:
+        fails.append(f"no rows accepted: all {rows_read} rows were quarantined{hint}")
+    elif quarantined / rows_read > opts.max_quarantine_share:
+        fails.append(
+            f"{quarantined} of {rows_read} rows quarantined ({quarantined / rows_read:.1%}), more than "
+            f"max_quarantine_share {opts.max_quarantine_share:.0%}{hint}"
+        )
+    for o in outcomes:
+        if o.error:
+            fails.append(f"expectation {o.name} could not run: {o.error}")
+        elif not o.success and o.kind == "dataset":
+            fails.append(f"dataset expectation {o.name} failed ({o.unexpected_count} unexpected)")
+    if quarantined and not fails:
+        warns.append(f"{quarantined} rows quarantined")
+    if rare:
+        warns.append(f"{len(rare)} tags have fewer than {opts.min_examples_per_tag} examples (not trainable)")
+    fails += drift_fig.get("fails", [])
+    warns += drift_fig.get("alerts", [])
+    verdict = "fail" if fails else ("warn" if warns else "pass")
+    return verdict, fails, warns
+
+
+# ---- entry point ---------------------------------------------------------------------------------------
+def validate_catalog(
+    source: str | Path, spec: str | DatasetSpec, settings: Settings, *, options: ValidationOptions | None = None
+) -> ValidationResult:
+    """Validate a catalog source (file path or ``db:products[/<catalog>]``) and record the snapshot.
+
+    Returns the result for every verdict, *fail* included (the caller decides to stop).
+
+    Raises:
+        CatalogError: the source is unusable as a whole (see the module docstring).
+        SpecError: unknown or malformed spec.
+    """
+    from pipeline.core.services import get_engine
+
+    started = time.perf_counter()
+    opts = options or ValidationOptions()
+    spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
+    engine = get_engine(settings)
+    _ensure_schema(engine)
+
+    # 1. snapshot: read, digest, id
+    read = snapshot.read_source(source, spec, engine)
+    digest = snapshot.content_digest(read.frame, read.rejects)
+    sid = snapshot.snapshot_id_for(spec.name, digest)
+    snap_dir = snapshot.snapshot_dir(settings, sid)
+    site_dir = settings.reports_dir / "validation" / sid
+    shutil.rmtree(site_dir, ignore_errors=True)
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    log.info("snapshot %s: %d rows read (%d unparseable) from %s", sid, read.rows_read, len(read.rejects), source)
+
+    # 2. expectations (GX): the parsed rows, then the tags of the accepted rows, then their drift
+    library = _library(engine)
+    rows = expectations.rows_frame(read.frame, spec.null_values, opts.split_seed)
+    prev = snapshot.last_accepted(engine, spec.name, exclude=sid)
+    state: dict = {"accepted": rows.iloc[:0], "stats": {"rows": 0}, "drift": {"baseline": None}}
+
+    def accept(row_outcomes) -> pd.DataFrame | None:
+        bad = {k for o in row_outcomes if o.kind == "row" and not o.success for k in o.unexpected_keys}
+        state["accepted"] = acc = rows.loc[~rows["row_number"].isin(bad)]
+        return expectations.tags_frame(acc, library) if len(acc) else None
+
+    def measure_drift(_) -> pd.DataFrame | None:
+        # 3. drift of the accepted rows against the last accepted snapshot of this spec
+        acc = state["accepted"]
+        if acc.empty:
+            return None
+        state["stats"] = drift.snapshot_stats(acc)
+        if not prev:
+            return None
+        state["drift"] = drift.compare(
+            prev["stats"],
+            state["stats"],
+            _previous_ids(prev),
+            set(acc["product_id"].astype(str)),
+            label_psi_warn=opts.label_psi_warn,
+            new_products_warn=opts.new_products_warn,
+            title_length_psi_warn=opts.title_length_psi_warn,
+            label_psi_fail=opts.label_psi_fail,
+        ) | {"baseline": prev["id"]}
+        return expectations.drift_frame(state["drift"])
+
+    E = expectations
+    batches = [
+        E.Batch(
+            E.ROW_SUITE,
+            "row_number",
+            E.row_rules(opts.min_title_chars, opts.max_title_chars),
+            lambda _: E.scalar_rows(rows),
+        ),
+        E.Batch(E.TAG_SUITE, "tag", E.tag_rules(list(library), opts.min_examples_per_tag), accept),
+        E.Batch(
+            E.DRIFT_SUITE,
+            "subject",
+            E.drift_rules(opts.label_psi_warn, opts.new_products_warn, opts.title_length_psi_warn),
+            measure_drift,
+        ),
+    ]
+    suite_run = E.run_suites(batches, site_dir, sid) if len(rows) else E.SuiteRun(outcomes=[], report_path=None)
+    outcomes = suite_run.outcomes
+    stats, drift_fig = state["stats"], state["drift"]
+
+    # 4. quarantine and accepted rows
+    quarantine = _quarantine_rows(read, rows, outcomes, opts)
+    n_quarantined = len({q["row_number"] for q in quarantine})
+    accepted = state["accepted"][[*read.frame.columns, "split"]].reset_index(drop=True)
+    if len(accepted) + n_quarantined != read.rows_read:  # the gate's invariant; never silently lose a row
+        raise RuntimeError(f"rows read {read.rows_read} != accepted {len(accepted)} + quarantined {n_quarantined}")
+    q_path = _write_quarantine(quarantine, snap_dir / "quarantine.csv")
+    acc_path = snapshot.write_accepted(accepted, snap_dir / "accepted.parquet")
+
+    # 5. tags: new-tag candidates, rare trainable tags
+    by_name = {o.name: o for o in outcomes}
+    candidates = sorted(by_name["tag_in_library"].unexpected_keys) if "tag_in_library" in by_name else []
+    tf = expectations.tags_frame(accepted, library)
+    rare_keys = set(by_name["tag_min_examples"].unexpected_keys) if "tag_min_examples" in by_name else set()
+    rare = {t: int(n) for t, n in zip(tf["tag"], tf["examples"], strict=True) if t in rare_keys}
+    trainable_ok = int((tf["trainable_examples"] >= opts.min_examples_per_tag).sum())
+
+    # 6. verdict
+    verdict, fails, warns = _verdict(
+        read.rows_read, len(accepted), n_quarantined, outcomes, rare, drift_fig, opts, _hint(quarantine, spec)
+    )
+    if read.rows_read and len(accepted) and trainable_ok == 0:
+        fails.append(f"no tag has {opts.min_examples_per_tag} examples: nothing to train on")
+        verdict = "fail"
+    failed = [
+        {"name": o.name, "kind": o.kind, "expectation": o.expectation_type, "unexpected": o.unexpected_count}
+        for o in outcomes
+        if not o.success
+    ]
+    if read.rejects:
+        failed.insert(0, {"name": PARSE_RULE, "kind": "row", "expectation": "reader", "unexpected": len(read.rejects)})
+    q_reasons = dict(Counter(q["expectation"] for q in quarantine))
+
+    # 7. record and report
+    result_path = (site_dir if suite_run.report_path else snap_dir) / "validation_result.json"
+    result = ValidationResult(
+        snapshot_id=sid,
+        spec=spec.name,
+        digest=digest,
+        verdict=verdict,
+        rows_read=read.rows_read,
+        rows_accepted=len(accepted),
+        rows_quarantined=n_quarantined,
+        quarantine_path=str(q_path),
+        report_path=str(suite_run.report_path) if suite_run.report_path else None,
+        accepted_path=str(acc_path),
+        drift=drift_fig,
+        failed_expectations=failed,
+        reasons=fails + warns,
+        quarantine_reasons=q_reasons,
+        new_tag_candidates=candidates,
+        rare_tags=rare,
+        result_path=str(result_path),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    stats |= {
+        "drift": drift_fig,
+        "reasons": result.reasons,
+        "quarantine_reasons": q_reasons,
+        "new_tag_candidates": candidates[:1000],
+        "rare_tags": rare,
+        "options": asdict(opts),
+    }
+    record = {
+        "id": sid,
+        "spec": spec.name,
+        "source_uri": str(source),
+        "digest": digest,
+        "rows_read": result.rows_read,
+        "rows_accepted": result.rows_accepted,
+        "rows_quarantined": result.rows_quarantined,
+        "verdict": verdict,
+        "report_path": result.report_path,
+        "accepted_path": result.accepted_path,
+        "stats": stats,
+    }
+    snapshot.record_snapshot(engine, record, quarantine)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(asdict(result), indent=2, ensure_ascii=False, default=str)
+    result_path.write_text(text, encoding="utf-8")
+    (snap_dir / "validation_result.json").write_text(text, encoding="utf-8")
+    log.info("snapshot %s: verdict %s (%d accepted, %d quarantined)", sid, verdict, len(accepted), n_quarantined)
+    return result
