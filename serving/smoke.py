@@ -21,18 +21,25 @@ log = logging.getLogger(__name__)
 
 
 def bundle_texts(bundle_path: str | Path, n: int) -> list[str]:
-    """``n`` held-out texts of the bundle's frozen test split (``test_split.jsonl``), cycled when it has fewer.
+    """``n`` held-out texts the bundle carries, cycled when it has fewer: its frozen test split
+    (``test_split.jsonl``), else the texts of its smoke examples (``golden.json``).
 
     Raises:
-        DeployError: the bundle carries no test split (not written by ``pipeline.training.train``).
+        DeployError: the bundle carries neither (it was not written by ``pipeline.training.train``).
     """
-    path = Path(bundle_path) / TEST_SPLIT_FILE
-    if not path.exists():
-        raise DeployError(f"bundle {bundle_path} has no {TEST_SPLIT_FILE}: retrain it, or pass parity texts")
-    with path.open(encoding="utf-8") as fh:
-        texts = [json.loads(line)["text"] for line in fh if line.strip()]
+    split, golden = Path(bundle_path) / TEST_SPLIT_FILE, Path(bundle_path) / GOLDEN_FILE
+    if split.exists():
+        with split.open(encoding="utf-8") as fh:
+            texts = [json.loads(line)["text"] for line in fh if line.strip()]
+    elif golden.exists():
+        texts = [g["text"] for g in json.loads(golden.read_text(encoding="utf-8"))]
+    else:
+        texts = []
     if not texts:
-        raise DeployError(f"bundle {bundle_path}: {TEST_SPLIT_FILE} is empty")
+        raise DeployError(
+            f"bundle {bundle_path} carries no held-out texts ({TEST_SPLIT_FILE} or {GOLDEN_FILE}): retrain it with "
+            "`tagger train`, or pass parity texts"
+        )
     return [texts[i % len(texts)] for i in range(n)]
 
 
