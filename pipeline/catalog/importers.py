@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+import yaml
 
 from pipeline.catalog import taglib
 from pipeline.catalog.readers import CatalogRead, read_catalog, tag_slug
@@ -76,7 +77,6 @@ def _strip_attr(value: str) -> str:
 
 def shopify_taxonomy(root: Path) -> tuple[list[taglib.FacetDef], list[taglib.TagDef]]:
     """Read the Shopify taxonomy folder into facet and tag definitions (en + zh names)."""
-    import yaml
 
     root = Path(root)
     cats_en = _gid_file(root / "dist/en/categories.txt")

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from pipeline import db
 from pipeline.catalog.readers import CONTRACT_COLUMNS, CatalogRead, Reject, TagRef, facet_of, parent_of, read_catalog
 from pipeline.catalog.spec import DatasetSpec
+from pipeline.core.services import get_engine
 from pipeline.errors import CatalogError, ValidationFailed
 from pipeline.settings import Settings
 
@@ -203,7 +204,6 @@ def load_snapshot(settings: Settings, snapshot_id: str) -> pd.DataFrame:
         CatalogError: unknown snapshot id, or its accepted Parquet file is gone.
         ValidationFailed: the snapshot's verdict is *fail*; it must not be trained on.
     """
-    from pipeline.core.services import get_engine
 
     row = get_snapshot(get_engine(settings), snapshot_id)
     if row is None:

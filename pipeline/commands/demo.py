@@ -107,7 +107,11 @@ def demo(
     console.print(f"{res.products:,} products, {res.product_tags:,} human tags in {res.seconds:.1f} s")
     print_summary()
 
-    _step(console, 3, "Airflow DAG tagger_retrain: validate -> train -> register -> gate -> deploy -> smoke test")
+    _step(
+        console,
+        3,
+        "Airflow DAG tagger_retrain: validate -> train -> evaluate -> register -> gate -> deploy -> smoke test",
+    )
     conf = {"source": source, "spec": spec, "train": {**DEMO_TRAIN, "max_rows": rows, "epochs": epochs}}
     retrain = airflow_local.run_dag(settings, "tagger_retrain", conf)
     for task, state in retrain["tasks"].items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -63,7 +64,6 @@ def start_embedded_postgres(settings: Settings) -> str:
 
 @lru_cache(maxsize=4)
 def _start_embedded(pgdata: str) -> str:
-    import warnings
 
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (normal on servers); pgserver falls back to /tmp.
@@ -171,7 +171,7 @@ def stop_embedded(settings: Settings) -> bool:
     pgdata = settings.embedded_pgdata
     if not _pg_running(pgdata):
         return False
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # deferred: only for the embedded default
 
     user = "pgserver" if os.geteuid() == 0 else None
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import mlflow
+
 from pipeline.core.services import mlflow_tracking_uri
 from pipeline.settings import Settings
 
@@ -13,7 +15,6 @@ log = logging.getLogger(__name__)
 
 def configure(settings: Settings) -> str:
     """Point MLflow (tracking and registry) at the project's store; return the experiment id."""
-    import mlflow
 
     # MLflow 3 prints a banner/warnings about telemetry and git; keep runs quiet and offline.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -63,7 +64,6 @@ def quiet_handled_pipeline_aborts() -> None:
 
 def client(settings: Settings):
     """An MlflowClient on the project's store (configures MLflow first)."""
-    import mlflow
 
     configure(settings)
     return mlflow.MlflowClient()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from pipeline.training.labels import LabelMap
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # deferred: the backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
@@ -39,7 +40,6 @@ def facet_f1_bars(model: dict, baseline: dict | None, path: Path) -> Path:
 
 def pr_curves(y_true: np.ndarray, curves: dict[str, np.ndarray], path: Path) -> Path:
     """Micro-averaged precision-recall curve over all tags, one line per scorer."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 4))

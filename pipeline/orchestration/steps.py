@@ -8,12 +8,27 @@ its training run id; a deploy of the version already serving is a no-op.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
+from pipeline import registry
 from pipeline.catalog.spec import resolve_catalog
+from pipeline.core import tracking
 from pipeline.errors import GateRejected, ServingError, ValidationFailed
+from pipeline.evaluation.evaluate import evaluate_run
+from pipeline.registry.gate import gate
 from pipeline.settings import Settings
+from pipeline.tagging.batch import tag_batch
+from pipeline.training.options import TrainOptions
+from pipeline.training.train import train
+from pipeline.validation.validate import validate_catalog
+from serving.client import TaggerClient
+from serving.deploy import deploy
+from serving.server import TritonServer, is_ready, recorded_pid_file
+from serving.smoke import golden_from_bundle, smoke_test
 
 log = logging.getLogger(__name__)
 TRIGGER_TAG = "tagger.trigger"
@@ -22,7 +37,6 @@ TRIGGER_TAG = "tagger.trigger"
 def step_validate(settings: Settings, source: str | None, spec: str | None) -> dict:
     """Validate and snapshot the catalog (unset: the settings' catalog). Raises ValidationFailed on verdict
     *fail* (with the report path)."""
-    from pipeline.validation.validate import validate_catalog
 
     source, spec = resolve_catalog(settings, spec, source)
     res = validate_catalog(source, spec, settings)
@@ -44,7 +58,6 @@ def step_validate(settings: Settings, source: str | None, spec: str | None) -> d
 
 
 def _find_run(settings: Settings, trigger: str) -> str | None:
-    from pipeline.core import tracking
 
     client = tracking.client(settings)
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
@@ -58,8 +71,6 @@ def _find_run(settings: Settings, trigger: str) -> str | None:
 
 def train_trigger(snapshot_id: str, options: dict, force_key: str | None = None) -> str:
     """Identity of a training request: the same snapshot with the same options is the same run."""
-    import hashlib
-    import json
 
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
     return f"{snapshot_id}:{digest}" + (f":{force_key}" if force_key else "")
@@ -67,11 +78,6 @@ def train_trigger(snapshot_id: str, options: dict, force_key: str | None = None)
 
 def step_train(settings: Settings, snapshot_id: str, spec: str, options: dict, trigger: str) -> dict:
     """Train on an accepted snapshot, unless the run asked for by ``trigger`` already finished."""
-    from pathlib import Path
-
-    from pipeline.core import tracking
-    from pipeline.training.options import TrainOptions
-    from pipeline.training.train import train
 
     found = _find_run(settings, trigger)
     if found and (settings.bundles_dir / found).is_dir():
@@ -84,7 +90,6 @@ def step_train(settings: Settings, snapshot_id: str, spec: str, options: dict, t
 
 def step_evaluate(settings: Settings, run_id: str, bundle_path: str) -> dict:
     """Score the run's held-out predictions (metrics.json, plots, model card, MLflow); reuses a finished one."""
-    from pipeline.evaluation.evaluate import evaluate_run
 
     res = evaluate_run(bundle_path, settings)
     model, base = res.metrics["model"], res.metrics.get("baseline") or {}
@@ -99,8 +104,6 @@ def step_evaluate(settings: Settings, run_id: str, bundle_path: str) -> dict:
 
 def step_register(settings: Settings, run_id: str, bundle_path: str) -> dict:
     """Register the bundle as a new version (challenger), or return the version already made from ``run_id``."""
-    from pipeline import registry
-    from pipeline.core import tracking
 
     client = tracking.client(settings)
     name = settings.registered_model_name
@@ -118,8 +121,6 @@ def step_register(settings: Settings, run_id: str, bundle_path: str) -> dict:
 
 def step_gate(settings: Settings, version: int) -> dict:
     """Judge the candidate; raises GateRejected (naming every failed rule) on *reject*."""
-    from pipeline import registry
-    from pipeline.registry.gate import gate
 
     if registry.get_alias(settings, registry.CHAMPION) == version:
         return {
@@ -138,14 +139,12 @@ def step_gate(settings: Settings, version: int) -> dict:
 
 def review_decision(settings: Settings, version: int) -> str | None:
     """``approved`` / ``rejected`` once a reviewer decided on the version (tag ``approval``), else None."""
-    from pipeline import registry
 
     return registry.get_version(settings, version).tags.get("approval")
 
 
 def ensure_triton(settings: Settings) -> str:
     """Start the local Triton server when nothing answers at the configured address (embedded default)."""
-    from serving.server import TritonServer, is_ready, recorded_pid_file
 
     if is_ready(settings.triton_grpc_url, timeout=2.0):
         record = recorded_pid_file(settings)
@@ -166,9 +165,6 @@ def ensure_triton(settings: Settings) -> str:
 
 def step_deploy(settings: Settings, version: int) -> dict:
     """Deploy ``version`` to Triton and make it champion; a no-op when it already serves as champion."""
-    from pipeline import registry
-    from serving.deploy import deploy
-    from serving.server import is_ready
 
     ensure_triton(settings)
     repo_dir = settings.model_repository / settings.triton_model_name / str(version)
@@ -177,8 +173,6 @@ def step_deploy(settings: Settings, version: int) -> dict:
         and repo_dir.is_dir()
         and is_ready(settings.triton_grpc_url)
     ):
-        from serving.client import TaggerClient
-
         with TaggerClient(settings.triton_grpc_url, settings.triton_model_name, model_version=version) as c:
             c.tag(["ping"])  # raises when the version is not loaded: then a real deploy is needed
         log.info("version %d already serves as champion: nothing to deploy", version)
@@ -189,8 +183,6 @@ def step_deploy(settings: Settings, version: int) -> dict:
 
 def step_smoke(settings: Settings, version: int, n: int = 16) -> dict:
     """Golden examples of the served version through gRPC, after the deploy (what the storefront sees)."""
-    from pipeline import registry
-    from serving.smoke import golden_from_bundle, smoke_test
 
     golden = golden_from_bundle(registry.bundle_for_version(settings, version), n)
     res = smoke_test(settings.triton_grpc_url, settings.triton_model_name, version, golden)
@@ -210,7 +202,6 @@ def step_tag_batch(
     max_products: int | None = None,
 ) -> dict:
     """Tag what is new or changed since the watermark through Triton, exactly once (``tagger_batch_tag``)."""
-    from pipeline.tagging.batch import tag_batch
 
     res = tag_batch(
         settings, catalog=catalog, batch_size=batch_size, review_below=review_below, max_products=max_products

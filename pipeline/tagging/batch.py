@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from pipeline.core.services import get_engine
 from pipeline.errors import TagLibraryError
 from pipeline.settings import Settings
+from pipeline.training.dataset import build_text
+from serving.client import TaggerClient
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,6 @@ def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], si
 
 def product_text(title: str, brand: str | None = None, description: str | None = None) -> str:
     """The text sent to the tagger, built like the training text (``pipeline.training.dataset.build_text``)."""
-    from pipeline.training.dataset import build_text
 
     row = {"title": title, "brand": brand, "description": description}
     return build_text(row, ["title", "brand", "description"])
@@ -114,7 +115,6 @@ def tag_batch(
     Raises:
         ServingError: Triton refused or is unreachable (the current batch is rolled back, earlier ones stay).
     """
-    from serving.client import TaggerClient
 
     t0 = time.perf_counter()
     client = client or TaggerClient(settings.triton_grpc_url, settings.triton_model_name)

