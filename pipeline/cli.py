@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
@@ -37,8 +38,14 @@ def setup_logging(level: int = logging.INFO) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock"):
+    for noisy in ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock", "airflow"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if level > logging.DEBUG:  # notes a user cannot act on; --verbose shows them
+        # MLflow installs its own handler at import and reads its level from here (INFO: table creation, system
+        # metrics start/stop, signature checks on every run).
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # platformdirs (via pgserver and Airflow): servers have no XDG_RUNTIME_DIR and it falls back to /tmp
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     # Progress bars of instant library steps (HF "Loading weights"/"Writing model shards" each time a bundle is
     # loaded or saved, MLflow's per-file artifact bars) drown the real ones; training keeps its own bar.
     # setdefault: a user's explicit setting wins. Read when transformers / MLflow are first imported.

@@ -38,6 +38,41 @@ def _held_out(source: str, spec: str, k: int) -> list[dict]:
     return picks[["product_id", "title", "tags"]].to_dict("records")
 
 
+def _print_tasks(console, run: dict) -> None:
+    """Each task in the order it ran, with its state and duration."""
+    colours = {"success": "green", "failed": "red", "upstream_failed": "red", "skipped": "yellow"}
+    for task, state in run["tasks"].items():
+        secs = run.get("seconds", {}).get(task)
+        took = f"{secs:6.1f} s" if secs is not None else "      -"
+        console.print(f"  {task:18s} [{colours.get(state, 'white')}]{state:16s}[/] {took}")
+
+
+def _print_result(console, settings, version: int, bundle) -> None:
+    """Micro-F1 against the TF-IDF baseline with 95% intervals, the gate's verdict and why, the served version."""
+    import json
+
+    from pipeline.evaluation.evaluate import heldout_intervals
+
+    names = {"model": "tagger (as served)", "encoder": "encoder alone", "baseline": "TF-IDF baseline"}
+    table = Table(title="micro-F1, frozen test split", title_justify="left", box=None)
+    for col in ("system", "micro-F1", "95% paired bootstrap"):
+        table.add_column(col)
+    intervals = heldout_intervals(bundle)
+    for key in sorted(intervals, key=list(names).index):
+        point, low, high = intervals[key]
+        table.add_row(names.get(key, key), f"{point:.4f}", f"[{low:.4f}, {high:.4f}]")
+    console.print(table)
+    report = settings.reports_dir / "gate" / f"{settings.registered_model_name}-v{version}.json"
+    if report.exists():
+        gate = json.loads(report.read_text())
+        why = "; ".join(gate.get("failed_rules") or []) or "no rule of the policy was broken"
+        console.print(f"gate ({gate.get('policy')} policy): [bold]{gate.get('verdict')}[/]: {why}")
+    console.print(
+        f"serving: models:/{settings.registered_model_name}/{version} (champion) from Triton at "
+        f"{settings.triton_grpc_url}"
+    )
+
+
 def _deepest(slugs: list[str]) -> dict[str, str]:
     """facet -> most specific slug (a category leaf rather than its ancestors)."""
     out: dict[str, str] = {}
@@ -114,14 +149,13 @@ def demo(
     )
     conf = {"source": source, "spec": spec, "train": {**DEMO_TRAIN, "max_rows": rows, "epochs": epochs}}
     retrain = airflow_local.run_dag(settings, "tagger_retrain", conf)
-    for task, state in retrain["tasks"].items():
-        console.print(f"  {task:18s} {state}")
+    _print_tasks(console, retrain)
     if retrain["state"] != "success":
         raise TaggerError(f"tagger_retrain ended {retrain['state']}: {retrain['tasks']} (see the log above)")
 
     _step(console, 4, "Airflow DAG tagger_batch_tag: tag products through Triton, store in Postgres")
     batch = airflow_local.run_dag(settings, "tagger_batch_tag", {"max_products": tag_products})
-    console.print(f"  tag_new_products   {batch['tasks'].get('tag_new_products')}")
+    _print_tasks(console, batch)
     if batch["state"] != "success":
         raise TaggerError(f"tagger_batch_tag ended {batch['state']}")
     print_summary()
@@ -129,9 +163,12 @@ def demo(
     _step(console, 5, "Tags of held-out products (titles the model never saw), from Triton over gRPC")
     _show_predictions(console, settings, _held_out(source, spec, 8))
 
-    _step(console, 6, "Where to look next")
+    _step(console, 6, "The new model, the gate's verdict, what serves")
     champion = registry.get_alias(settings, registry.CHAMPION)
     bundle = registry.bundle_for_version(settings, champion)
+    _print_result(console, settings, champion, bundle)
+
+    _step(console, 7, "Where to look next")
     from pipeline.core.services import get_engine
 
     with get_engine(settings).connect() as conn:

@@ -25,7 +25,7 @@ from pipeline.core.tracking import client as mlflow_client
 from pipeline.core.tracking import configure
 from pipeline.errors import BundleError
 from pipeline.evaluation import model_card, plots
-from pipeline.metrics import tag_metrics
+from pipeline.metrics import bootstrap_ci, micro_f1, tag_metrics
 from pipeline.training.bundle import load_bundle
 from pipeline.training.dataset import load_source, prepare, targets
 from pipeline.training.labels import LabelMap, decide
@@ -106,6 +106,15 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
             legend = "tagger (hybrid)" if name == "model" and hybrid else CURVE_NAMES[name]
             curves[legend] = systems[name][0]
     return metrics, curves, y, systems["model"][1]
+
+
+def heldout_intervals(bundle: Path, n: int = 500, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Micro-F1 of each system on the bundle's held-out split with a 95% paired-bootstrap interval:
+    ``{"model" | "encoder" | "baseline": (point, low, high)}``."""
+    with np.load(Path(bundle) / HELDOUT_ARRAYS) as arrays:
+        y = arrays["y_true"]
+        preds = {k.removesuffix("_pred"): arrays[k] for k in arrays.files if k.endswith("_pred")}
+    return bootstrap_ci(y, preds, micro_f1, n=n, seed=seed)
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:

@@ -67,7 +67,8 @@ def load_dag(dag_id: str):
 
 
 def run_dag(settings: Settings, dag_id: str, conf: dict | None = None, *, retries: bool = False) -> dict:
-    """Run one DAG end to end in this process; return its state and each task's state.
+    """Run one DAG end to end in this process; return its state and each task's state and seconds, in the order
+    the tasks ran (``tasks`` and ``seconds`` are dicts keyed by task id, in that order).
 
     ``retries=False`` (the default here) fails fast: a local run is watched by a person or a test, and
     ``dag.test()`` would sleep through the production retry delays. The scheduler keeps them.
@@ -78,5 +79,17 @@ def run_dag(settings: Settings, dag_id: str, conf: dict | None = None, *, retrie
         for task in dag.tasks:
             task.retries = 0
     dag_run = dag.test(run_conf=conf or {})
-    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return {"dag_id": dag_id, "run_id": dag_run.run_id, "state": str(dag_run.state), "tasks": states}
+    order = {t.task_id: i for i, t in enumerate(dag.topological_sort())} if hasattr(dag, "topological_sort") else {}
+    tis = sorted(
+        dag_run.get_task_instances(),
+        key=lambda ti: (ti.start_date is None, ti.start_date or 0, order.get(ti.task_id, 0)),
+    )
+    states = {ti.task_id: str(ti.state) for ti in tis}
+    seconds = {ti.task_id: float(ti.duration) if ti.duration is not None else None for ti in tis}
+    return {
+        "dag_id": dag_id,
+        "run_id": dag_run.run_id,
+        "state": str(dag_run.state),
+        "tasks": states,
+        "seconds": seconds,
+    }
