@@ -1,11 +1,11 @@
-"""The model registry: every trained tagger is a version of one registered model in MLflow.
+"""Registry versions: a checked bundle in, an MLflow model version out; a version's bundle, metrics and plots back.
 
-A version is the bundle logged as a ``pyfunc`` (see :mod:`pipeline.registry.pyfunc_model`) with version tags for the
-dataset/test digests, training run, git commit and headline metrics; its description is the model card.
-Aliases: ``challenger`` (newest candidate), ``champion`` (serving), ``previous`` (the champion before).
-MLflow keeps no history of alias moves, so every move is written to ``alias_events`` in Postgres, inside a
-transaction that holds an advisory lock on the model name: concurrent promotions are serialized and the audit
-table and the aliases never disagree. The champion stack (for rollback) is replayed from that table.
+Every trained tagger is a version of one registered model in MLflow. A version is the bundle logged as a ``pyfunc``
+(see :mod:`pipeline.registry.pyfunc_model`) with version tags for the dataset/test digests, training run, git commit
+and headline metrics; its description is the model card. Registering points ``challenger`` at the new version, so
+the bottom of the alias audit trail lives here too (:class:`AliasMove`, the advisory lock, recording a move, the
+plain alias move); :mod:`pipeline.registry.aliases` builds the champion moves on it. This module imports neither
+``aliases`` nor ``review``.
 """
 
 from __future__ import annotations
@@ -18,21 +18,28 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+from safetensors import safe_open
 
 from pipeline import db
 from pipeline.core import tracking
 from pipeline.core.services import get_engine
 from pipeline.errors import BundleError, RegistryError
+from pipeline.registry import pyfunc_model
 from pipeline.settings import Settings
+from pipeline.training.labels import LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +106,6 @@ def read_metrics(bundle: Path) -> dict:
 
 def check_bundle(bundle: Path) -> dict:
     """Check files and label map vs head weights without loading the encoder; return metrics.json."""
-    from safetensors import safe_open
-
-    from pipeline.training.labels import LabelMap
-
     for name in ("bundle.json", "encoder", "head.safetensors", "label_map.json", "thresholds.json"):
         if not (bundle / name).exists():
             raise BundleError(f"bundle {bundle} is incomplete: {name} is missing")
@@ -184,8 +187,6 @@ def _is_missing(exc: Exception) -> bool:
 
 
 def _alias_version(client, name: str, alias: str) -> int | None:
-    from mlflow.exceptions import MlflowException
-
     try:
         return int(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
@@ -196,8 +197,6 @@ def _alias_version(client, name: str, alias: str) -> int | None:
 
 def get_version(settings: Settings, version: int, client=None):
     """The MLflow ModelVersion; RegistryError naming the model when it does not exist."""
-    from mlflow.exceptions import MlflowException
-
     client = client or tracking.client(settings)
     name = settings.registered_model_name
     try:
@@ -210,15 +209,8 @@ def get_version(settings: Settings, version: int, client=None):
         raise
 
 
-def get_alias(settings: Settings, alias: str) -> int | None:
-    """The version an alias points at (resolved with get_model_version_by_alias), or None."""
-    return _alias_version(tracking.client(settings), settings.registered_model_name, alias)
-
-
 @contextmanager
 def _run(run_id: str | None, run_name: str) -> Iterator:
-    import mlflow
-
     active = mlflow.active_run()
     if active is not None and run_id in (None, active.info.run_id):
         yield active
@@ -230,6 +222,50 @@ def _run(run_id: str | None, run_name: str) -> Iterator:
         if run_id and _is_missing(exc):
             raise RegistryError(f"training run {run_id!r} is not in the tracking store; pass its run id") from exc
         raise
+
+
+# ---- the bottom of the alias audit trail (register_bundle moves challenger; aliases builds on these) -----
+@contextmanager
+def _locked(settings: Settings) -> Iterator[sa.Connection]:
+    """A transaction on the tag-library DB holding an advisory lock on the model name (released at commit)."""
+    with get_engine(settings).begin() as conn:
+        key = f"tagger.registry:{settings.registered_model_name}"
+        conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        yield conn
+
+
+def _record(conn: sa.Connection, move: AliasMove, details: dict | None = None) -> None:
+    row = {k: v for k, v in asdict(move).items() if k not in ("at", "changed")}
+    conn.execute(sa.insert(db.alias_events).values(**row, details=details or {}))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _point(client, name: str, alias: str, version: int | None) -> None:
+    if version is None:
+        if _alias_version(client, name, alias) is not None:
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def _move_alias(settings: Settings, alias: str, version: int | None, actor: str, reason: str | None) -> AliasMove:
+    """Point a non-champion ``alias`` at ``version`` (None clears it) and audit the move (set_alias without the
+    champion case, which needs promote)."""
+    client = tracking.client(settings)
+    name = settings.registered_model_name
+    if version is not None:
+        get_version(settings, version, client)
+    with _locked(settings) as conn:
+        current = _alias_version(client, name, alias)
+        action = "clear" if version is None else "set"
+        move = AliasMove(name, alias, action, current, version, actor, reason, None, _now(), current != version)
+        if move.changed:
+            _record(conn, move)
+            _point(client, name, alias, version)
+    return move
 
 
 # ---- register -------------------------------------------------------------------------------------------
@@ -244,10 +280,6 @@ def register_bundle(
         BundleError: files missing, or label map vs head weights mismatch.
         RegistryError: metrics.json missing or incomplete; unknown run id.
     """
-    import mlflow
-
-    from pipeline.registry import pyfunc_model
-
     bundle = Path(bundle_path).resolve()
     metrics = check_bundle(bundle)
     digest = bundle_digest(bundle)
@@ -259,8 +291,6 @@ def register_bundle(
         mv = min(existing, key=lambda v: int(v.version))
         log.info("bundle %s is already version %s of %s", bundle, mv.version, name)
         return ModelVersionRef(name, int(mv.version), f"models:/{name}/{mv.version}", mv.run_id, created=False)
-
-    import pandas as pd
 
     with _run(run_id, f"register-{bundle.name}") as run, warnings.catch_warnings():
         # MLflow suggests type hints on predict; the explicit signature below is the contract instead
@@ -290,7 +320,7 @@ def register_bundle(
     client.update_model_version(name, mv.version, description=_description(bundle))
     version = int(mv.version)
     log.info("registered %s as version %d of %s (run %s)", bundle, version, name, run_id)
-    set_alias(settings, CHALLENGER, version, actor or default_actor(), "registered")
+    _move_alias(settings, CHALLENGER, version, actor or default_actor(), "registered")
     ref = ModelVersionRef(name, version, f"models:/{name}/{version}", run_id)
     out = settings.reports_dir / "registry" / f"{name}-v{version}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,8 +330,6 @@ def register_bundle(
 
 def _pip_requirements() -> list[str]:
     # Pinned explicitly: MLflow's inference would load the model in a subprocess (slow, and imprecise).
-    from importlib.metadata import PackageNotFoundError, version
-
     reqs = []
     for pkg in ("mlflow", "torch", "transformers", "safetensors", "tokenizers", "numpy", "pandas", "PyYAML"):
         try:
@@ -311,208 +339,12 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-# ---- aliases and their audit trail ----------------------------------------------------------------------
-@contextmanager
-def _locked(settings: Settings) -> Iterator[sa.Connection]:
-    """A transaction on the tag-library DB holding an advisory lock on the model name (released at commit)."""
-    with get_engine(settings).begin() as conn:
-        key = f"tagger.registry:{settings.registered_model_name}"
-        conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
-        yield conn
-
-
-def _record(conn: sa.Connection, move: AliasMove, details: dict | None = None) -> None:
-    row = {k: v for k, v in asdict(move).items() if k not in ("at", "changed")}
-    conn.execute(sa.insert(db.alias_events).values(**row, details=details or {}))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _point(client, name: str, alias: str, version: int | None) -> None:
-    if version is None:
-        if _alias_version(client, name, alias) is not None:
-            client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, str(version))
-
-
-def set_alias(settings: Settings, alias: str, version: int | None, actor: str, reason: str | None = None) -> AliasMove:
-    """Point ``alias`` at ``version`` (None clears it) and audit the move; ``champion`` goes through promote."""
-    if alias == CHAMPION:
-        if version is None:
-            raise RegistryError("the champion alias cannot be cleared; use `tagger models rollback`")
-        return promote(settings, version, actor=actor, reason=reason)
-    client = tracking.client(settings)
-    name = settings.registered_model_name
-    if version is not None:
-        get_version(settings, version, client)
-    with _locked(settings) as conn:
-        current = _alias_version(client, name, alias)
-        action = "clear" if version is None else "set"
-        move = AliasMove(name, alias, action, current, version, actor, reason, None, _now(), current != version)
-        if move.changed:
-            _record(conn, move)
-            _point(client, name, alias, version)
-    return move
-
-
-def refusal(mv, gate_verdict: str | None = None) -> str | None:
-    """Why a version may not become champion (rejected by the gate or a reviewer), or None.
-
-    Both the version's ``gate_verdict`` tag and the caller's verdict count: a stale "approve" from a caller
-    cannot override a later "reject" on the version.
-    """
-    tags = mv.tags or {}
-    verdicts = {tags.get("gate_verdict"), gate_verdict} - {None, ""}
-    if tags.get("approval", "").lower() == "rejected":
-        who = tags.get("approved_by", "a reviewer")
-        return f"it was rejected by {who} ({tags.get('approval_reason') or 'no reason given'})"
-    if "reject" in verdicts:
-        return f"the gate rejected it ({tags.get('gate_failed_rules', '[]')})"
-    if "needs-review" in verdicts and tags.get("approval", "").lower() != "approved":
-        return (
-            f"the gate asked for a review and no reviewer approved it yet "
-            f"(`tagger models review {mv.version} --approve`, or tag approval=approved in the MLflow UI)"
-        )
-    return None
-
-
-def promote(
-    settings: Settings, version: int, *, actor: str, reason: str | None = None, gate_verdict: str | None = None
-) -> AliasMove:
-    """Move ``champion`` to ``version``; the old champion becomes ``previous``. No-op if already champion.
-
-    Raises:
-        RegistryError: the version does not exist, or the gate or a reviewer rejected it.
-    """
-    client = tracking.client(settings)
-    name = settings.registered_model_name
-    with _locked(settings) as conn:
-        mv = get_version(settings, version, client)  # read inside the lock: a reviewer may just have decided
-        why = refusal(mv, gate_verdict)
-        if why:
-            raise RegistryError(f"cannot promote version {version} of {name!r}: {why}")
-        verdict = (mv.tags or {}).get("gate_verdict") or gate_verdict
-        current = _alias_version(client, name, CHAMPION)
-        move = AliasMove(name, CHAMPION, "promote", current, int(version), actor, reason, verdict, _now())
-        if current == int(version):
-            return AliasMove(**{**asdict(move), "changed": False})
-        _record(conn, move, {"previous": current})
-        _point(client, name, CHAMPION, int(version))
-        _point(client, name, PREVIOUS, current)
-        if _alias_version(client, name, CHALLENGER) == int(version):
-            _point(client, name, CHALLENGER, None)
-    log.info("champion of %s: %s -> %s (%s)", name, current, version, actor)
-    return move
-
-
-def champion_stack(settings: Settings) -> list[int]:
-    """Champions in order, replayed from the audit table (promote pushes, rollback pops)."""
-    stack: list[int] = []
-    for ev in history(settings):
-        if ev["alias"] != CHAMPION:
-            continue
-        if ev["action"] == "promote":
-            if not stack and ev["from_version"] is not None:
-                stack.append(ev["from_version"])
-            stack.append(ev["to_version"])
-        elif ev["action"] == "rollback" and stack:
-            stack.pop()
-    return stack
-
-
-def rollback(settings: Settings, *, actor: str, reason: str | None = None) -> AliasMove:
-    """Return ``champion`` to the previous champion (repeatable: walks back the promotion history).
-
-    Raises:
-        RegistryError: there is no champion, or no previous champion to return to.
-    """
-    client = tracking.client(settings)
-    name = settings.registered_model_name
-    with _locked(settings) as conn:
-        current = _alias_version(client, name, CHAMPION)
-        if current is None:
-            raise RegistryError(f"model {name!r} has no champion, so there is nothing to roll back")
-        stack = champion_stack(settings)
-        if stack and stack[-1] == current:
-            stack.pop()
-        else:  # the alias was moved outside this tool: trust MLflow's `previous`
-            stack = [v for v in (_alias_version(client, name, PREVIOUS),) if v is not None]
-        if not stack:
-            raise RegistryError(
-                f"model {name!r} has no previous champion to roll back to (champion is version {current}); "
-                "`tagger models history` shows the moves"
-            )
-        target, below = stack[-1], (stack[-2] if len(stack) > 1 else None)
-        move = AliasMove(name, CHAMPION, "rollback", current, target, actor, reason, None, _now())
-        _record(conn, move, {"previous": below})
-        _point(client, name, CHAMPION, target)
-        _point(client, name, PREVIOUS, below)
-        client.set_model_version_tag(name, str(current), "rolled_back", f"{move.at} by {actor}")
-    log.info("champion of %s rolled back: %s -> %s (%s)", name, current, target, actor)
-    return move
-
-
-def history(settings: Settings) -> list[dict]:
-    """Every alias move of this model (oldest first) from the audit table."""
-    t = db.alias_events
-    with get_engine(settings).connect() as conn:
-        rows = conn.execute(
-            sa.select(t).where(t.c.model_name == settings.registered_model_name).order_by(t.c.id)
-        ).mappings()
-        return [{**r, "created_at": r["created_at"].isoformat(timespec="seconds")} for r in rows]
-
-
-# ---- review ---------------------------------------------------------------------------------------------
-def review(settings: Settings, version: int, *, approve: bool, actor: str, reason: str) -> str:
-    """Record a reviewer's decision as version tags (the same tags a reviewer can set in the MLflow UI)."""
-    client = tracking.client(settings)
-    get_version(settings, version, client)
-    decision = "approved" if approve else "rejected"
-    name = settings.registered_model_name
-    for key, value in (("approval", decision), ("approved_by", actor), ("approval_reason", reason)):
-        client.set_model_version_tag(name, str(version), key, value)
-    log.info("version %s of %s %s by %s", version, name, decision, actor)
-    return decision
-
-
-def wait_for_review(settings: Settings, version: int, *, timeout_s: float = 86400, poll_s: float = 10) -> dict:
-    """Block until the version's ``approval`` tag says approved or rejected; return the decision tags.
-
-    Raises:
-        RegistryError: no decision within ``timeout_s``, or an approval tag with another value.
-    """
-    client = tracking.client(settings)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        tags = get_version(settings, version, client).tags or {}
-        decision = tags.get("approval", "").strip().lower()
-        if decision in ("approved", "rejected"):
-            return {
-                "approval": decision,
-                "approved_by": tags.get("approved_by", "unknown (MLflow UI)"),
-                "approval_reason": tags.get("approval_reason", ""),
-            }
-        if decision:
-            raise RegistryError(f"version {version}: approval tag is {decision!r}; set it to approved or rejected")
-        if time.monotonic() >= deadline:
-            raise RegistryError(
-                f"no review of version {version} of {settings.registered_model_name!r} within {timeout_s:.0f} s; "
-                "set the version tag approval=approved|rejected in the MLflow UI or run `tagger models review`"
-            )
-        time.sleep(poll_s)
-
-
 # ---- reading versions back ------------------------------------------------------------------------------
 def _cache_dir(settings: Settings, version: int) -> Path:
     return settings.home_dir / "registry" / settings.registered_model_name / str(int(version))
 
 
 def _download(settings: Settings, version: int, sub: str, dest: Path) -> Path:
-    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-
     if dest.exists():
         return dest
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file otherwise
@@ -546,8 +378,6 @@ def version_metrics(settings: Settings, version: int) -> dict:
 
 def version_plots(settings: Settings, version: int) -> list[Path]:
     """The bundle's plots/*.png of a registered version (empty when it has none)."""
-    import mlflow
-
     tracking.configure(settings)
     mv = get_version(settings, version)
     sub = mv.tags.get("bundle_path", "artifacts/bundle") + "/plots"
