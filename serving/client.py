@@ -24,7 +24,7 @@ Raw use with ``tritonclient.grpc``::
     tags = [json.loads(t[0]) for t in r.as_numpy("TAGS")]
 
 :class:`TaggerClient` wraps that: sync ``tag`` and asyncio ``atag``, client-side batching of large inputs,
-per-call timeouts, retries with exponential back-off on UNAVAILABLE, and optional enrichment of slugs with
+per-call timeouts, retries with exponential back-off on UNAVAILABLE (tenacity), and optional enrichment of slugs with
 the tag library's names in the caller's locale.
 """
 
@@ -33,12 +33,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import sqlalchemy as sa
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aiogrpc
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from pipeline.core.services import get_engine
 from pipeline.errors import ServingError
 
 log = logging.getLogger(__name__)
@@ -73,12 +77,14 @@ def _unavailable(exc: Exception) -> bool:
     return "UNAVAILABLE" in str(status or "") or "UNAVAILABLE" in str(exc)
 
 
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    sleep = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Triton unavailable (%s); retry %d in %.2f s", exc, state.attempt_number, sleep)
+
+
 def tag_names_from_library(settings) -> dict[str, dict[str, str]]:
     """slug -> locale -> name, read from the tag library (tables ``tags`` + ``tag_names``)."""
-    import sqlalchemy as sa
-
-    from pipeline.core.services import get_engine
-
     out: dict[str, dict[str, str]] = {}
     q = sa.text("SELECT t.slug, n.locale, n.name FROM tags t JOIN tag_names n ON n.tag_id = t.id")
     with get_engine(settings).connect() as conn:
@@ -111,8 +117,6 @@ class TaggerClient:
     # ---- plumbing -------------------------------------------------------------------------------------
     def _client(self):
         if self._sync is None:
-            import tritonclient.grpc as grpcclient
-
             self._sync = grpcclient.InferenceServerClient(self.url)
         return self._sync
 
@@ -133,13 +137,16 @@ class TaggerClient:
             "client_timeout": self.timeout,
         }
 
-    def _backoff(self, exc: Exception, attempt: int, n: int) -> float:
-        """Seconds to wait before the next try; raises ServingError when the error or the attempt is final."""
-        if not _unavailable(exc) or attempt == self.retries:
-            raise self._error(exc, n) from exc
-        delay = self.backoff * 2**attempt
-        log.warning("Triton unavailable (%s); retry %d in %.2f s", exc, attempt + 1, delay)
-        return delay
+    def _retry_policy(self, kind: type[Retrying] | type[AsyncRetrying] = Retrying):
+        """UNAVAILABLE is tried again, up to ``retries`` more times, after ``backoff * 2**k`` s (k = 0, 1, ...);
+        any other error, or the last try's, is raised as it came (the caller wraps it in ServingError)."""
+        return kind(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff, exp_base=2),
+            retry=retry_if_exception(_unavailable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
 
     def _decode(self, result) -> TagResult:
         tags = [json.loads(t[0]) for t in result.as_numpy("TAGS")]
@@ -161,16 +168,16 @@ class TaggerClient:
 
     # ---- sync -----------------------------------------------------------------------------------------
     def _infer_chunk(self, chunk, params) -> TagResult:
-        import tritonclient.grpc as grpcclient
-
         inputs, outputs = _inputs(grpcclient, chunk)
-        for attempt in range(self.retries + 1):
-            try:
-                r = self._client().infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
-                return self._decode(r)
-            except Exception as exc:
-                time.sleep(self._backoff(exc, attempt, len(chunk)))
-        raise AssertionError("unreachable")
+
+        def once() -> TagResult:
+            r = self._client().infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
+            return self._decode(r)
+
+        try:
+            return self._retry_policy(Retrying)(once)
+        except Exception as exc:
+            raise self._error(exc, len(chunk)) from exc
 
     def infer(self, texts: Sequence[str | bytes], top_k: int | None = None, locale: str | None = None) -> TagResult:
         """Tags and the answering ``models:/`` URI per item; inputs over ``max_batch`` go as several requests."""
@@ -190,18 +197,18 @@ class TaggerClient:
 
     # ---- asyncio --------------------------------------------------------------------------------------
     async def _ainfer_chunk(self, chunk, params) -> TagResult:
-        import tritonclient.grpc.aio as aiogrpc
-
         if self._aio is None:
             self._aio = aiogrpc.InferenceServerClient(self.url)
         inputs, outputs = _inputs(aiogrpc, chunk)
-        for attempt in range(self.retries + 1):
-            try:
-                r = await self._aio.infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
-                return self._decode(r)
-            except Exception as exc:
-                await asyncio.sleep(self._backoff(exc, attempt, len(chunk)))
-        raise AssertionError("unreachable")
+
+        async def once() -> TagResult:
+            r = await self._aio.infer(self.model_name, inputs, **self._call_kwargs(outputs, params))
+            return self._decode(r)
+
+        try:
+            return await self._retry_policy(AsyncRetrying)(once)
+        except Exception as exc:
+            raise self._error(exc, len(chunk)) from exc
 
     async def ainfer(self, texts, top_k: int | None = None, locale: str | None = None) -> TagResult:
         params = _params(top_k, locale)
