@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from pipeline.errors import GateRejected
+from pipeline.settings import get_settings
+
 
 class ReviewSensor(BaseSensorOperator):
     """Done at once when the gate approved and review mode is ``auto``; otherwise when the version's
@@ -21,9 +24,7 @@ class ReviewSensor(BaseSensorOperator):
         self.verdict = verdict  # XComArg of the gate task: {"version", "verdict", ...}
 
     def poke(self, context) -> PokeReturnValue:
-        from pipeline.errors import GateRejected
-        from pipeline.orchestration.steps import review_decision
-        from pipeline.settings import get_settings
+        from pipeline.registry.review import decision as review_decision  # deferred: parse time stays light
 
         settings = get_settings()
         version = int(self.verdict["version"])

@@ -137,12 +137,6 @@ def step_gate(settings: Settings, version: int) -> dict:
     return out
 
 
-def review_decision(settings: Settings, version: int) -> str | None:
-    """``approved`` / ``rejected`` once a reviewer decided on the version (tag ``approval``), else None."""
-
-    return registry.get_version(settings, version).tags.get("approval")
-
-
 def ensure_triton(settings: Settings) -> str:
     """Start the local Triton server when nothing answers at the configured address (embedded default)."""
 

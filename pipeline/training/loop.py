@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from pipeline.errors import TrainingError
-from pipeline.metrics import best_thresholds
+from pipeline.metrics import best_thresholds, micro_f1
 from pipeline.training.dataset import SPLITS, collate, length_grouped_batches, tokenize
-from pipeline.training.labels import LabelMap
+from pipeline.training.labels import LabelMap, probabilities, score
 from pipeline.training.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -140,9 +142,10 @@ def _optimizer(model, options: TrainOptions) -> torch.optim.AdamW:
 
 
 def _schedule(opt, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    warm = max(1, int(total * warmup_ratio))
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (transformers' schedule; its
+    warm-up starts at lr 0 where our earlier hand-written one started at lr / warm-up steps)."""
+    return get_linear_schedule_with_warmup(
+        opt, num_warmup_steps=max(1, int(total * warmup_ratio)), num_training_steps=total
     )
 
 
@@ -200,10 +203,6 @@ def fit(
     on_eval=None,
 ) -> FitState:
     """Train ``model`` in place on data["train"], validating on data["val"]; leaves the best weights loaded."""
-    from tqdm.auto import tqdm
-
-    from pipeline.metrics import micro_f1
-    from pipeline.training.labels import score
 
     train_ids, y_train = data["train"]
     val_ids, y_val = data["val"]
@@ -337,7 +336,6 @@ def tokenize_splits(prep, tokenizer, max_length: int) -> dict[str, tuple[list[li
 # ---- the entry point ---------------------------------------------------------------------------------------------
 def decide_with_val_thresholds(val_logits: np.ndarray, y_val: np.ndarray, test_logits: np.ndarray, label_map):
     """Thresholds calibrated on validation, then (thresholds, test scores, test decisions) for the encoder alone."""
-    from pipeline.training.labels import probabilities, score
 
     thresholds = calibrate_thresholds(probabilities(val_logits, label_map), y_val, label_map)
     return (thresholds, *score(test_logits, label_map, thresholds))
