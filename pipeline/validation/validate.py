@@ -40,6 +40,7 @@ from pipeline import db
 from pipeline.catalog import snapshot
 from pipeline.catalog.readers import CatalogRead
 from pipeline.catalog.spec import DatasetSpec, load_spec
+from pipeline.core.services import get_engine
 from pipeline.errors import ValidationFailed
 from pipeline.settings import Settings
 from pipeline.validation import drift, expectations
@@ -228,6 +229,27 @@ def _verdict(
 
 
 # ---- entry point ---------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One validation's working state, filled step by step by :func:`validate_catalog`."""
+
+    source: str
+    spec: DatasetSpec
+    opts: ValidationOptions
+    read: CatalogRead
+    digest: str
+    sid: str
+    snap_dir: Path
+    site_dir: Path
+    library: dict[str, str] = field(default_factory=dict)
+    rows: pd.DataFrame | None = None
+    outcomes: list = field(default_factory=list)
+    report_path: Path | None = None
+    accepted: pd.DataFrame | None = None
+    stats: dict = field(default_factory=lambda: {"rows": 0})
+    drift: dict = field(default_factory=lambda: {"baseline": None})
+
+
 def validate_catalog(
     source: str | Path, spec: str | DatasetSpec, settings: Settings, *, options: ValidationOptions | None = None
 ) -> ValidationResult:
@@ -239,15 +261,45 @@ def validate_catalog(
         CatalogError: the source is unusable as a whole (see the module docstring).
         SpecError: unknown or malformed spec.
     """
-    from pipeline.core.services import get_engine
-
     started = time.perf_counter()
     opts = options or ValidationOptions()
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     engine = get_engine(settings)
     _ensure_schema(engine)
+    run = _read_snapshot(source, spec, opts, engine, settings)  # 1. read, digest, id
+    _run_expectations(run, engine)  # 2-3. GX suites: rows, tags of the accepted rows, drift of those
+    quarantine, n_quarantined = _quarantine_and_accept(run)  # 4. quarantine with a reason, keep the rest
+    candidates, rare, trainable_ok = _tag_findings(run)  # 5. new-tag candidates, rare trainable tags
+    verdict, reasons, failed = _decide(run, quarantine, n_quarantined, rare, trainable_ok)  # 6. verdict
+    result = ValidationResult(  # 7. record and report
+        snapshot_id=run.sid,
+        spec=spec.name,
+        digest=run.digest,
+        verdict=verdict,
+        rows_read=run.read.rows_read,
+        rows_accepted=len(run.accepted),
+        rows_quarantined=n_quarantined,
+        quarantine_path=str(run.snap_dir / "quarantine.csv"),
+        report_path=str(run.report_path) if run.report_path else None,
+        accepted_path=str(run.snap_dir / "accepted.parquet"),
+        drift=run.drift,
+        failed_expectations=failed,
+        reasons=reasons,
+        quarantine_reasons=dict(Counter(q["expectation"] for q in quarantine)),
+        new_tag_candidates=candidates,
+        rare_tags=rare,
+        result_path=str((run.site_dir if run.report_path else run.snap_dir) / "validation_result.json"),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    _record(run, result, quarantine, engine)
+    log.info(
+        "snapshot %s: verdict %s (%d accepted, %d quarantined)", run.sid, verdict, len(run.accepted), n_quarantined
+    )
+    return result
 
-    # 1. snapshot: read, digest, id
+
+def _read_snapshot(source, spec: DatasetSpec, opts: ValidationOptions, engine: sa.Engine, settings: Settings) -> _Run:
+    """Read the source, identify its content (digest -> snapshot id), prepare the snapshot and report folders."""
     read = snapshot.read_source(source, spec, engine)
     digest = snapshot.content_digest(read.frame, read.rejects)
     sid = snapshot.snapshot_id_for(spec.name, digest)
@@ -256,29 +308,33 @@ def validate_catalog(
     shutil.rmtree(site_dir, ignore_errors=True)
     snap_dir.mkdir(parents=True, exist_ok=True)
     log.info("snapshot %s: %d rows read (%d unparseable) from %s", sid, read.rows_read, len(read.rejects), source)
+    return _Run(str(source), spec, opts, read, digest, sid, snap_dir, site_dir)
 
-    # 2. expectations (GX): the parsed rows, then the tags of the accepted rows, then their drift
-    library = _library(engine)
-    rows = expectations.rows_frame(read.frame, spec.null_values, opts.split_seed)
-    prev = snapshot.last_accepted(engine, spec.name, exclude=sid)
-    state: dict = {"accepted": rows.iloc[:0], "stats": {"rows": 0}, "drift": {"baseline": None}}
+
+def _run_expectations(run: _Run, engine: sa.Engine) -> None:
+    """The three GX suites in order: the parsed rows; the tags of the rows that passed; their drift against the
+    last accepted snapshot of this spec. Leaves outcomes, accepted rows, stats and drift on ``run``."""
+    opts, E = run.opts, expectations
+    run.library = library = _library(engine)
+    run.rows = rows = expectations.rows_frame(run.read.frame, run.spec.null_values, opts.split_seed)
+    run.accepted = rows.iloc[:0]
+    prev = snapshot.last_accepted(engine, run.spec.name, exclude=run.sid)
 
     def accept(row_outcomes) -> pd.DataFrame | None:
         bad = {k for o in row_outcomes if o.kind == "row" and not o.success for k in o.unexpected_keys}
-        state["accepted"] = acc = rows.loc[~rows["row_number"].isin(bad)]
+        run.accepted = acc = rows.loc[~rows["row_number"].isin(bad)]
         return expectations.tags_frame(acc, library) if len(acc) else None
 
     def measure_drift(_) -> pd.DataFrame | None:
-        # 3. drift of the accepted rows against the last accepted snapshot of this spec
-        acc = state["accepted"]
+        acc = run.accepted
         if acc.empty:
             return None
-        state["stats"] = drift.snapshot_stats(acc)
+        run.stats = drift.snapshot_stats(acc)
         if not prev:
             return None
-        state["drift"] = drift.compare(
+        run.drift = drift.compare(
             prev["stats"],
-            state["stats"],
+            run.stats,
             _previous_ids(prev),
             set(acc["product_id"].astype(str)),
             label_psi_warn=opts.label_psi_warn,
@@ -286,9 +342,8 @@ def validate_catalog(
             title_length_psi_warn=opts.title_length_psi_warn,
             label_psi_fail=opts.label_psi_fail,
         ) | {"baseline": prev["id"]}
-        return expectations.drift_frame(state["drift"])
+        return expectations.drift_frame(run.drift)
 
-    E = expectations
     batches = [
         E.Batch(
             E.ROW_SUITE,
@@ -304,90 +359,88 @@ def validate_catalog(
             measure_drift,
         ),
     ]
-    suite_run = E.run_suites(batches, site_dir, sid) if len(rows) else E.SuiteRun(outcomes=[], report_path=None)
-    outcomes = suite_run.outcomes
-    stats, drift_fig = state["stats"], state["drift"]
+    suite_run = E.run_suites(batches, run.site_dir, run.sid) if len(rows) else E.SuiteRun(outcomes=[], report_path=None)
+    run.outcomes, run.report_path = suite_run.outcomes, suite_run.report_path
 
-    # 4. quarantine and accepted rows
-    quarantine = _quarantine_rows(read, rows, outcomes, opts)
+
+def _quarantine_and_accept(run: _Run) -> tuple[list[dict], int]:
+    """Quarantine rows with the rule and value that failed, write them and the accepted rows; checks the gate's
+    invariant rows read = accepted + quarantined (a violation is a bug: it raises, never loses a row)."""
+    quarantine = _quarantine_rows(run.read, run.rows, run.outcomes, run.opts)
     n_quarantined = len({q["row_number"] for q in quarantine})
-    accepted = state["accepted"][[*read.frame.columns, "split"]].reset_index(drop=True)
-    if len(accepted) + n_quarantined != read.rows_read:  # the gate's invariant; never silently lose a row
-        raise RuntimeError(f"rows read {read.rows_read} != accepted {len(accepted)} + quarantined {n_quarantined}")
-    q_path = _write_quarantine(quarantine, snap_dir / "quarantine.csv")
-    acc_path = snapshot.write_accepted(accepted, snap_dir / "accepted.parquet")
+    run.accepted = run.accepted[[*run.read.frame.columns, "split"]].reset_index(drop=True)
+    if len(run.accepted) + n_quarantined != run.read.rows_read:
+        raise RuntimeError(
+            f"rows read {run.read.rows_read} != accepted {len(run.accepted)} + quarantined {n_quarantined}"
+        )
+    _write_quarantine(quarantine, run.snap_dir / "quarantine.csv")
+    snapshot.write_accepted(run.accepted, run.snap_dir / "accepted.parquet")
+    return quarantine, n_quarantined
 
-    # 5. tags: new-tag candidates, rare trainable tags
-    by_name = {o.name: o for o in outcomes}
+
+def _tag_findings(run: _Run) -> tuple[list[str], dict[str, int], int]:
+    """(new-tag candidates, rare tags with their example counts, number of trainable tags with enough examples)."""
+    by_name = {o.name: o for o in run.outcomes}
     candidates = sorted(by_name["tag_in_library"].unexpected_keys) if "tag_in_library" in by_name else []
-    tf = expectations.tags_frame(accepted, library)
+    tf = expectations.tags_frame(run.accepted, run.library)
     rare_keys = set(by_name["tag_min_examples"].unexpected_keys) if "tag_min_examples" in by_name else set()
     rare = {t: int(n) for t, n in zip(tf["tag"], tf["examples"], strict=True) if t in rare_keys}
-    trainable_ok = int((tf["trainable_examples"] >= opts.min_examples_per_tag).sum())
+    trainable_ok = int((tf["trainable_examples"] >= run.opts.min_examples_per_tag).sum())
+    return candidates, rare, trainable_ok
 
-    # 6. verdict
+
+def _decide(run: _Run, quarantine: list[dict], n_quarantined: int, rare: dict, trainable_ok: int):
+    """(verdict, reasons: fails then warnings, failed expectations) from everything measured."""
+    read, opts = run.read, run.opts
     verdict, fails, warns = _verdict(
-        read.rows_read, len(accepted), n_quarantined, outcomes, rare, drift_fig, opts, _hint(quarantine, spec)
+        read.rows_read,
+        len(run.accepted),
+        n_quarantined,
+        run.outcomes,
+        rare,
+        run.drift,
+        opts,
+        _hint(quarantine, run.spec),
     )
-    if read.rows_read and len(accepted) and trainable_ok == 0:
+    if read.rows_read and len(run.accepted) and trainable_ok == 0:
         fails.append(f"no tag has {opts.min_examples_per_tag} examples: nothing to train on")
         verdict = "fail"
     failed = [
         {"name": o.name, "kind": o.kind, "expectation": o.expectation_type, "unexpected": o.unexpected_count}
-        for o in outcomes
+        for o in run.outcomes
         if not o.success
     ]
     if read.rejects:
         failed.insert(0, {"name": PARSE_RULE, "kind": "row", "expectation": "reader", "unexpected": len(read.rejects)})
-    q_reasons = dict(Counter(q["expectation"] for q in quarantine))
+    return verdict, fails + warns, failed
 
-    # 7. record and report
-    result_path = (site_dir if suite_run.report_path else snap_dir) / "validation_result.json"
-    result = ValidationResult(
-        snapshot_id=sid,
-        spec=spec.name,
-        digest=digest,
-        verdict=verdict,
-        rows_read=read.rows_read,
-        rows_accepted=len(accepted),
-        rows_quarantined=n_quarantined,
-        quarantine_path=str(q_path),
-        report_path=str(suite_run.report_path) if suite_run.report_path else None,
-        accepted_path=str(acc_path),
-        drift=drift_fig,
-        failed_expectations=failed,
-        reasons=fails + warns,
-        quarantine_reasons=q_reasons,
-        new_tag_candidates=candidates,
-        rare_tags=rare,
-        result_path=str(result_path),
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    stats |= {
-        "drift": drift_fig,
+
+def _record(run: _Run, result: ValidationResult, quarantine: list[dict], engine: sa.Engine) -> None:
+    """The snapshot and its quarantine in Postgres (one upsert), ``validation_result.json`` beside the report."""
+    stats = run.stats | {
+        "drift": run.drift,
         "reasons": result.reasons,
-        "quarantine_reasons": q_reasons,
-        "new_tag_candidates": candidates[:1000],
-        "rare_tags": rare,
-        "options": asdict(opts),
+        "quarantine_reasons": result.quarantine_reasons,
+        "new_tag_candidates": result.new_tag_candidates[:1000],
+        "rare_tags": result.rare_tags,
+        "options": asdict(run.opts),
     }
     record = {
-        "id": sid,
-        "spec": spec.name,
-        "source_uri": str(source),
-        "digest": digest,
+        "id": run.sid,
+        "spec": run.spec.name,
+        "source_uri": run.source,
+        "digest": run.digest,
         "rows_read": result.rows_read,
         "rows_accepted": result.rows_accepted,
         "rows_quarantined": result.rows_quarantined,
-        "verdict": verdict,
+        "verdict": result.verdict,
         "report_path": result.report_path,
         "accepted_path": result.accepted_path,
         "stats": stats,
     }
     snapshot.record_snapshot(engine, record, quarantine)
+    result_path = Path(result.result_path)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(asdict(result), indent=2, ensure_ascii=False, default=str)
     result_path.write_text(text, encoding="utf-8")
-    (snap_dir / "validation_result.json").write_text(text, encoding="utf-8")
-    log.info("snapshot %s: verdict %s (%d accepted, %d quarantined)", sid, verdict, len(accepted), n_quarantined)
-    return result
+    (run.snap_dir / "validation_result.json").write_text(text, encoding="utf-8")
