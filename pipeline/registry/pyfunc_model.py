@@ -15,6 +15,9 @@ import json
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
 
 INPUT_COLUMN = "text"
 OUTPUT_COLUMNS = ("tags", "slugs", "scores")
@@ -23,10 +26,6 @@ INPUT_EXAMPLE = ["Men Navy Blue Cotton Slim Fit Casual Shirt", "Women Black Leat
 
 def signature():
     """Input ``text`` (string), outputs ``tags`` (JSON string), ``slugs``, ``scores`` (arrays); param top_k."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
-    from mlflow.types.schema import Array
-
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.string)]),
         outputs=Schema(
@@ -55,6 +54,8 @@ class TaggerPyfunc(mlflow.pyfunc.PythonModel):
     """Product texts in, tags out; holds no state until ``load_context`` loads the bundle."""
 
     def load_context(self, context) -> None:
+        # Deferred: the bundle loader pulls in torch, which only a loaded model needs; registering a version
+        # imports this module for its signature and input example and should not pay for torch.
         from pipeline.training.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts["bundle"])

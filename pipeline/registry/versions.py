@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
@@ -218,7 +218,7 @@ def _run(run_id: str | None, run_name: str) -> Iterator:
     try:
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=active is not None) as r:
             yield r
-    except mlflow.exceptions.MlflowException as exc:
+    except MlflowException as exc:
         if run_id and _is_missing(exc):
             raise RegistryError(f"training run {run_id!r} is not in the tracking store; pass its run id") from exc
         raise
@@ -333,8 +333,8 @@ def _pip_requirements() -> list[str]:
     reqs = []
     for pkg in ("mlflow", "torch", "transformers", "safetensors", "tokenizers", "numpy", "pandas", "PyYAML"):
         try:
-            reqs.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
+            reqs.append(f"{pkg}=={importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
             reqs.append(pkg)
     return reqs
 
@@ -383,7 +383,7 @@ def version_plots(settings: Settings, version: int) -> list[Path]:
     sub = mv.tags.get("bundle_path", "artifacts/bundle") + "/plots"
     try:
         folder = _download(settings, version, sub, _cache_dir(settings, version) / "plots")
-    except (OSError, mlflow.exceptions.MlflowException):
+    except (OSError, MlflowException):
         return []
     return sorted(folder.glob("*.png"))
 
