@@ -15,14 +15,19 @@ step; a failure of 5 restores the previous config too.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import tritonclient.grpc as grpcclient
+
+from pipeline import registry
 from pipeline.errors import DeployError, TaggerError
 from pipeline.settings import Settings
 from serving import repository
@@ -48,7 +53,6 @@ class DeployResult:
 
 
 def _triton(settings: Settings):
-    import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
     ready, deadline = False, time.monotonic() + 30
@@ -100,7 +104,6 @@ def _policy(repo: Path, name: str) -> list[int]:
 
 
 def _ensure_version(settings: Settings, version: int) -> Path:
-    from pipeline import registry
 
     repo, name = settings.model_repository, settings.triton_model_name
     uri = f"models:/{settings.registered_model_name}/{version}"
@@ -162,14 +165,12 @@ def _unload_and_wait(client, name: str, headers: dict | None = None, timeout: fl
 
 def replica_urls(grpc_url: str) -> list[str]:
     """Every address behind the gRPC host (a headless Service has one per ready replica), else the URL itself."""
-    import socket
 
     host, _, port = grpc_url.rpartition(":")
     try:
         infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):
         return [grpc_url]
-    import ipaddress
 
     # loopback names (localhost -> 127.0.0.1 and ::1) are one local server, not replicas
     addrs = sorted({i[4][0] for i in infos if not ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback})
@@ -180,7 +181,6 @@ def replica_urls(grpc_url: str) -> list[str]:
 
 def _load_everywhere(settings: Settings, client, name: str, what: str) -> None:
     """Load on the configured endpoint and on every other replica behind its host name."""
-    import tritonclient.grpc as grpcclient
 
     _load(client, name, what, _headers(settings))
     others = [u for u in replica_urls(settings.triton_grpc_url) if u != settings.triton_grpc_url]
@@ -223,7 +223,6 @@ def deploy(settings: Settings, version: int | None = None, *, actor: str, reason
     Raises:
         DeployError: no such version / refused by the gate, Triton down, build, load or smoke test failed.
     """
-    from pipeline import registry
 
     t0 = time.monotonic()
     name = settings.triton_model_name
@@ -282,7 +281,6 @@ def rollback(settings: Settings, *, actor: str, reason: str | None = None) -> De
     Raises:
         DeployError: no previous champion, Triton down, or the previous version failed to load.
     """
-    from pipeline import registry
 
     t0 = time.monotonic()
     name = settings.triton_model_name

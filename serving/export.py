@@ -20,9 +20,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from pipeline.errors import BundleError
 from pipeline.metrics import slug_micro_f1
+from pipeline.training.bundle import load_bundle
+from pipeline.training.labels import postprocess_scores
+from pipeline.training.tfidf import served_scores
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,6 @@ def _without_root_notice(prefix: str):
 
 def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
     """An ONNX Runtime session with all graph optimisations on."""
-    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -105,7 +112,6 @@ def _torch_export(bundle, path: Path) -> None:
 
 
 def _export_graph(model, ids: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    import torch
 
     with torch.inference_mode():
         torch.onnx.export(
@@ -149,7 +155,6 @@ def split_skip_layernorm(model) -> int:
     whole int8 model's time. The arithmetic is the same: parity with PyTorch is still checked. Returns the
     number of nodes replaced; ``model`` (an ``onnx.ModelProto``) is changed in place.
     """
-    from onnx import helper
 
     nodes, replaced = [], 0
     for n in model.graph.node:
@@ -191,11 +196,6 @@ def export_onnx(
     Raises:
         BundleError: the exported graph's logits differ from PyTorch's by more than ``atol``.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from pipeline.training.bundle import load_bundle
-    from pipeline.training.labels import postprocess_scores
-    from pipeline.training.tfidf import served_scores
 
     bundle = load_bundle(bundle_path)
     out = Path(out_dir)
@@ -230,7 +230,6 @@ def export_onnx(
     )
     if quantize:
         int8 = out / "model.int8.onnx"
-        import onnx
 
         with _without_root_notice("Please consider to run pre-processing before quantization"):
             # ORT's shape pre-processing is for static shapes; ours are dynamic and already optimised, and the

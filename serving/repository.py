@@ -24,7 +24,11 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pipeline.training.labels
+import pipeline.training.tfidf
 from pipeline.errors import BundleError
+from serving.export import export_onnx
+from serving.smoke import bundle_texts, golden_from_bundle
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +45,11 @@ ONNX_BATCH = 8
 
 
 def labels_source() -> Path:
-    import pipeline.training.labels
 
     return Path(pipeline.training.labels.__file__)
 
 
 def tfidf_source() -> Path:
-    import pipeline.training.tfidf
 
     return Path(pipeline.training.tfidf.__file__)
 
@@ -84,8 +86,6 @@ def build_version(
     Raises:
         BundleError: the bundle is incomplete or the ONNX export fails parity.
     """
-    from serving.export import export_onnx
-    from serving.smoke import bundle_texts, golden_from_bundle
 
     bundle_path, model_dir = Path(bundle_path), Path(repo_dir) / model_name
     final = model_dir / str(int(version))

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import tritonclient.grpc as grpcclient
+
 from pipeline.errors import ServiceError
 from pipeline.settings import Settings
 
@@ -268,7 +270,6 @@ def remove_shm(prefix: str) -> int:
 
 def is_ready(grpc_url: str, timeout: float = 2.0) -> bool:
     """True when a Triton server answers *server ready* on ``grpc_url``."""
-    import tritonclient.grpc as grpcclient
 
     try:
         client = grpcclient.InferenceServerClient(grpc_url)

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import DeployError
-from pipeline.training.bundle import load_bundle
-from pipeline.training.train import CONFIDENT, GOLDEN_FILE, SMOKE_EXAMPLES, TEST_SPLIT_FILE
+from pipeline.training.bundle import CONFIDENT, GOLDEN_FILE, SMOKE_EXAMPLES, TEST_SPLIT_FILE, load_bundle
 from serving.client import TaggerClient
 
 log = logging.getLogger(__name__)

@@ -104,7 +104,8 @@ def test_product1m_trains_through_its_spec(tmp_path, settings):
     with np.load(b.path / "heldout.npz") as held:
         recorded = held["model_pred"]
     assert len(texts) == len(recorded) > 0
-    assert (decide(b.scores(texts), b.label_map, b.thresholds) == recorded).mean() > 0.999
+    same_row = (decide(b.scores(texts), b.label_map, b.thresholds) == recorded).all(axis=1)
+    assert same_row.mean() > 0.98, f"{(~same_row).sum()} of {len(texts)} rows decided differently"
 
 
 @pytest.mark.unit

@@ -1,8 +1,9 @@
 """``tagger demo``: the main job on embedded defaults, end to end, with progress shown.
 
-import tag library + Myntra catalog -> tagger_retrain DAG (validate, train, register, gate, deploy to Triton,
-smoke test) -> tagger_batch_tag DAG -> tags of held-out products straight from Triton over gRPC -> where to
-look next. A second run reuses what exists (same snapshot, same training run, same served version).
+import tag library + catalog (TAGGER_CATALOG_SPEC, Myntra by default) -> tagger_retrain DAG (validate, train,
+evaluate, register, gate, deploy to Triton, smoke test) -> tagger_batch_tag DAG -> tags of held-out products
+straight from Triton over gRPC -> the new model against the baseline, the gate's verdict -> where to look next.
+A second run reuses what exists (same snapshot, same training run, same served version).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _print_result(console, settings, version: int, bundle) -> None:
     for col in ("system", "micro-F1", "95% paired bootstrap"):
         table.add_column(col)
     intervals = heldout_intervals(bundle)
+    if not intervals:
+        console.print("(this bundle was trained before bundles carried held-out predictions: no intervals)")
     for key in sorted(intervals, key=list(names).index):
         point, low, high = intervals[key]
         table.add_row(names.get(key, key), f"{point:.4f}", f"[{low:.4f}, {high:.4f}]")

@@ -32,7 +32,6 @@ def train_cmd(
 
     torch.set_num_threads(os.cpu_count() or 1)
     settings = get_settings()
-    flags["hybrid"] = flags["hybrid"] and flags["baseline"]
     source, spec = resolve_catalog(settings, spec, source)
     result = train(source, spec, settings, TrainOptions(**flags))
     evaluation = evaluate_run(result.bundle_path, settings)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +28,9 @@ from pipeline.core.tracking import configure
 from pipeline.errors import BundleError
 from pipeline.evaluation import model_card, plots
 from pipeline.metrics import bootstrap_ci, micro_f1, tag_metrics
-from pipeline.training.bundle import load_bundle
+from pipeline.training.bundle import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE, load_bundle
 from pipeline.training.dataset import load_source, prepare, targets
 from pipeline.training.labels import LabelMap, decide
-from pipeline.training.train import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
         options=meta.get("train_options", {}),
     )
     (bundle / "model_card.md").write_text(card, encoding="utf-8")
-    (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
-    _log_to_run(settings, run_id, bundle, metrics)
+    pending = bundle / f".{METRICS_FILE}.tmp"  # metrics.json appears only once MLflow has everything: a retry after
+    pending.write_text(json.dumps(metrics, indent=1, ensure_ascii=False))  # a failed upload scores and logs again
+    _log_to_run(settings, run_id, bundle, metrics, pending)
+    pending.replace(bundle / METRICS_FILE)
     base = metrics.get("baseline", {}).get("micro_f1")
     log.info(
         "test micro-F1 %.4f (baseline %s); bundle %s",
@@ -110,7 +113,10 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
 
 def heldout_intervals(bundle: Path, n: int = 500, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """Micro-F1 of each system on the bundle's held-out split with a 95% paired-bootstrap interval:
-    ``{"model" | "encoder" | "baseline": (point, low, high)}``."""
+    ``{"model" | "encoder" | "baseline": (point, low, high)}``; empty for a bundle without held-out predictions
+    (trained before training wrote them)."""
+    if not (Path(bundle) / HELDOUT_ARRAYS).exists():
+        return {}
     with np.load(Path(bundle) / HELDOUT_ARRAYS) as arrays:
         y = arrays["y_true"]
         preds = {k.removesuffix("_pred"): arrays[k] for k in arrays.files if k.endswith("_pred")}
@@ -136,14 +142,17 @@ def _write_plots(pdir: Path, metrics: dict, curves: dict, y: np.ndarray, served:
     plots.confusion(y, served, lm, pdir / "confusion_category.png")
 
 
-def _log_to_run(settings, run_id: str, bundle: Path, metrics: dict) -> None:
+def _log_to_run(settings, run_id: str, bundle: Path, metrics: dict, metrics_file: Path) -> None:
     """Test metrics, plots, model card and the completed bundle onto the (finished) training run."""
     client = mlflow_client(settings)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat_metrics(metrics).items()])
-    for name in (METRICS_FILE, "model_card.md"):
-        client.log_artifact(run_id, str(bundle / name), artifact_path="bundle")
-        client.log_artifact(run_id, str(bundle / name))
+    with tempfile.TemporaryDirectory() as tmp:  # logged under its final name
+        named = Path(tmp) / METRICS_FILE
+        shutil.copy2(metrics_file, named)
+        for path in (named, bundle / "model_card.md"):
+            client.log_artifact(run_id, str(path), artifact_path="bundle")
+            client.log_artifact(run_id, str(path))
     client.log_artifacts(run_id, str(bundle / "plots"), artifact_path="bundle/plots")
     client.log_artifacts(run_id, str(bundle / "plots"), artifact_path="plots")
 

@@ -89,7 +89,10 @@ def read_metrics(bundle: Path) -> dict:
     """
     path = bundle / "metrics.json"
     if not path.exists():
-        raise RegistryError(f"bundle {bundle} has no metrics.json; evaluate it first (training writes it)")
+        raise RegistryError(
+            f"bundle {bundle} has no metrics.json; evaluate it first (the evaluation stage writes it: "
+            "`tagger train` runs it, or pipeline.evaluation.evaluate.evaluate_run)"
+        )
     body = json.loads(path.read_text())
     model = body.get("model") or {}
     missing = [f"model.{k}" for k in REQUIRED_METRICS if not isinstance(model.get(k), int | float)]

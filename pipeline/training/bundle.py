@@ -9,7 +9,11 @@ Layout (no pickle anywhere)::
       label_map.json     tag slug <-> index, facet slices, ancestors (see pipeline.training.labels)
       thresholds.json    {"thresholds": [N floats]}; per tag, calibrated on the validation split (fused scores)
       tfidf.json, tfidf.npz  the TF-IDF half of the hybrid (pipeline.training.tfidf); absent: encoder only
-      metrics.json, settings.json, model_card.md, plots/*.png   written by training/evaluation
+      test_split.jsonl   the frozen test split (text + human tags): int8 check and parity texts at deploy
+      golden.json        smoke examples: held-out texts with the tags the tagger as served is sure of
+      heldout.npz/.json  training's predictions on the test split, per system (what evaluation scores)
+      history.json, settings.json, train_result.json   the fit's validations, resolved settings, run summary
+      metrics.json, model_card.md, plots/*.png   written by the evaluation stage
 
 ``TaggerModel`` = encoder -> masked mean pooling -> dropout -> linear head. Mean pooling matches how
 all-MiniLM-L6-v2 was pretrained, so the head starts from a good sentence embedding. The served score of a tag
@@ -34,6 +38,15 @@ from pipeline.training.labels import LabelMap, postprocess_scores
 from pipeline.training.tfidf import ARRAYS_FILE as TFIDF_ARRAYS
 from pipeline.training.tfidf import CONFIG_FILE as TFIDF_CONFIG
 from pipeline.training.tfidf import TfidfScorer, served_scores
+
+# Files training writes beside the core bundle (the layout above); serving and evaluation read them by these names.
+TEST_SPLIT_FILE = "test_split.jsonl"
+GOLDEN_FILE = "golden.json"
+HELDOUT_ARRAYS = "heldout.npz"
+HELDOUT_INFO = "heldout.json"
+HISTORY_FILE = "history.json"
+SMOKE_EXAMPLES = 16  # smoke examples a bundle carries
+CONFIDENT = 0.8  # a smoke example expects only tags scored at least this
 
 BUNDLE_FORMAT = 1
 DEFAULT_MAX_LENGTH = 64

@@ -49,6 +49,10 @@ class TrainOptions:
     progress: bool = _opt(True, "Progress bar while fitting.", cli=False)
     stop_after_steps: int | None = _opt(None, "Simulate an interruption: checkpoint, then fail.", cli=False)
 
+    def __post_init__(self) -> None:
+        if self.hybrid and not self.baseline:  # the TF-IDF half is the baseline: no baseline, no hybrid
+            object.__setattr__(self, "hybrid", False)
+
     def key_fields(self) -> dict:
         """Options that define the run (a checkpoint is resumed only when these match)."""
         skip = {"resume", "progress", "stop_after_steps", "baseline", "hybrid", "checkpoint_every"}
@@ -69,10 +73,11 @@ def field_type(f) -> type:
 
 
 def json_schema() -> dict:
-    """JSON schema of an overrides object (what the DAG's ``train`` parameter accepts): unknown keys rejected."""
+    """JSON schema of an overrides object (what the DAG's ``train`` parameter accepts): the CLI fields plus
+    ``progress`` (off in Airflow logs); unknown keys rejected."""
     names = {int: "integer", float: "number", bool: "boolean", str: "string"}
     props = {}
-    for f in fields(TrainOptions):
+    for f in [*cli_fields(), *(f for f in fields(TrainOptions) if f.name == "progress")]:
         kind = names[field_type(f)]
         nullable = f.default is None or f.default is MISSING
         props[f.name] = {"type": [kind, "null"] if nullable else kind, "description": f.metadata["help"]}

@@ -26,7 +26,18 @@ import torch
 from pipeline.catalog.spec import DatasetSpec, load_spec
 from pipeline.core.tracking import configure
 from pipeline.training.baseline import fit_baseline
-from pipeline.training.bundle import default_encoder_path, new_model, save_bundle
+from pipeline.training.bundle import (
+    CONFIDENT,
+    GOLDEN_FILE,
+    HELDOUT_ARRAYS,
+    HELDOUT_INFO,
+    HISTORY_FILE,
+    SMOKE_EXAMPLES,
+    TEST_SPLIT_FILE,
+    default_encoder_path,
+    new_model,
+    save_bundle,
+)
 from pipeline.training.dataset import load_source, prepare_data
 from pipeline.training.hybrid import fuse_and_decide
 from pipeline.training.labels import LabelMap, score
@@ -41,14 +52,6 @@ from pipeline.training.loop import (
 from pipeline.training.options import TrainOptions
 
 log = logging.getLogger(__name__)
-
-TEST_SPLIT_FILE = "test_split.jsonl"
-GOLDEN_FILE = "golden.json"  # smoke examples: held-out texts + the tags the served model must return
-HELDOUT_ARRAYS = "heldout.npz"
-HELDOUT_INFO = "heldout.json"
-HISTORY_FILE = "history.json"
-SMOKE_EXAMPLES = 16
-CONFIDENT = 0.8  # a smoke example expects only tags scored at least this
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import great_expectations as gx
 import pandas as pd
+from great_expectations.core.run_identifier import RunIdentifier
 
 from pipeline.catalog.readers import CONTRACT_COLUMNS, facet_of
 from pipeline.catalog.splits import normalise_title, split_of_normalised
@@ -113,7 +115,6 @@ def tags_frame(frame: pd.DataFrame, library: dict[str, str]) -> pd.DataFrame:
 
 # ---- suites --------------------------------------------------------------------------------------------
 def row_rules(min_title: int, max_title: int) -> list[Rule]:
-    import great_expectations as gx
 
     E = gx.expectations
     rules = [Rule(f"column_{c}_present", "dataset", c, E.ExpectColumnToExist(column=c)) for c in CONTRACT_COLUMNS]
@@ -145,7 +146,6 @@ def row_rules(min_title: int, max_title: int) -> list[Rule]:
 
 
 def tag_rules(library_slugs: list[str], min_examples: int) -> list[Rule]:
-    import great_expectations as gx
 
     E = gx.expectations
     return [
@@ -180,7 +180,6 @@ def drift_frame(fig: dict) -> pd.DataFrame:
 
 def drift_rules(label_psi_warn: float, new_products_warn: float, title_length_psi_warn: float) -> list[Rule]:
     """Drift thresholds as expectations, so the Data Docs page shows the figures that crossed them."""
-    import great_expectations as gx
 
     E = gx.expectations
     between = E.ExpectColumnValuesToBeBetween
@@ -208,7 +207,6 @@ def drift_rules(label_psi_warn: float, new_products_warn: float, title_length_ps
 
 # ---- running -------------------------------------------------------------------------------------------
 def _context(site_dir: Path):
-    import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -271,8 +269,6 @@ class Batch:
 def run_suites(batches: list[Batch], site_dir: Path, run_name: str) -> SuiteRun:
     """Validate each batch in order through its own suite and checkpoint (COMPLETE results, failing rows by
     ``key``), then build the Data Docs site in ``site_dir``; return the per-rule outcomes."""
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
 
     site_dir.mkdir(parents=True, exist_ok=True)
     ctx = _context(site_dir)

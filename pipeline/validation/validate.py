@@ -40,6 +40,7 @@ from pipeline import db
 from pipeline.catalog import snapshot
 from pipeline.catalog.readers import CatalogRead
 from pipeline.catalog.spec import DatasetSpec, load_spec
+from pipeline.core import migrate
 from pipeline.core.services import get_engine
 from pipeline.errors import ValidationFailed
 from pipeline.settings import Settings
@@ -169,8 +170,6 @@ def _library(engine: sa.Engine) -> dict[str, str]:
 
 def _ensure_schema(engine: sa.Engine) -> None:
     if not sa.inspect(engine).has_table("snapshots"):
-        from pipeline.core import migrate
-
         log.info("tag-library schema missing: running migrations")
         migrate.upgrade(engine)
 
