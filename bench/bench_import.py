@@ -13,14 +13,15 @@ from common import drop_database, save, scratch_settings
 
 def main() -> None:
     from pipeline.catalog.importers import import_catalog, import_shopify
+    from pipeline.catalog.spec import resolve_catalog
 
     settings = scratch_settings("bench_import")
-    data = settings.data_dir
+    source, spec = resolve_catalog(settings)  # TAGGER_CATALOG_SPEC / _SOURCE (default: Myntra's shipped file)
     try:
         t0 = time.perf_counter()
-        shop = import_shopify(settings, data / "shopify_product_taxonomy")
+        shop = import_shopify(settings, settings.taxonomy_path)
         t1 = time.perf_counter()
-        myn = import_catalog(settings, data / "myntra_fashion_styles" / "styles.csv.zip", "myntra")
+        myn = import_catalog(settings, source, spec)
         t2 = time.perf_counter()
     finally:
         drop_database(settings.database_url)

@@ -30,7 +30,7 @@ WARMUP = 4  # steps left out of the timing (first shapes, allocator warm-up), fo
 
 def _data(rows: int, max_length: int):
     from pipeline.catalog.readers import read_catalog
-    from pipeline.catalog.spec import load_spec
+    from pipeline.catalog.spec import default_source, load_spec
     from pipeline.settings import Settings
     from pipeline.training.bundle import new_model
     from pipeline.training.dataset import prepare
@@ -38,7 +38,7 @@ def _data(rows: int, max_length: int):
 
     spec = load_spec("myntra")
     s = Settings()
-    frame = read_catalog(s.data_dir / "myntra_fashion_styles" / "styles.csv.zip", spec).frame
+    frame = read_catalog(default_source(spec, s.data_dir), spec).frame
     prep = prepare(frame, spec, max_train_rows=rows)
     _, tok = new_model(None, prep.label_map)
     return prep, tok, tokenize_splits(prep, tok, max_length)

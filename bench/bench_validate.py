@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.catalog.readers import read_catalog  # noqa: E402
-from pipeline.catalog.spec import load_spec  # noqa: E402
+from pipeline.catalog.spec import default_source, load_spec  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.validation import expectations  # noqa: E402
 from pipeline.validation.validate import ValidationOptions, validate_catalog  # noqa: E402
@@ -57,11 +57,10 @@ def pandas_checks(rows: pd.DataFrame, library: set[str], opts: ValidationOptions
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "path", nargs="?", default=str(ROOT.parent / "shared/data/myntra_fashion_styles/styles.csv.zip")
-    )
+    parser.add_argument("path", nargs="?", default=None, help="Catalog file (default: the spec's data_file)")
     parser.add_argument("--spec", default="myntra")
     args = parser.parse_args()
+    args.path = args.path or default_source(args.spec, Settings().data_dir)
     logging.basicConfig(level=logging.WARNING)
     spec = load_spec(args.spec)
     opts = ValidationOptions()
