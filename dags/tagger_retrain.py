@@ -1,4 +1,6 @@
-"""tagger_retrain: validate the catalog -> train -> evaluate -> register -> gate -> (review) -> deploy -> smoke test.
+"""tagger_retrain: check serving -> validate -> train -> evaluate -> register -> gate -> (review) -> deploy -> smoke.
+
+``check_serving`` first: a deploy target held by a process this home did not start fails the run in seconds.
 
 Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset). Wiring only: every task calls
 one step of ``pipeline.orchestration.steps`` and passes references (snapshot id, run id, registry version).
@@ -59,6 +61,12 @@ def _on_failure(context) -> None:
 )
 def tagger_retrain():
     @task(**NO_RETRY)
+    def check_serving() -> dict:
+        from pipeline.orchestration.steps import step_check_serving
+
+        return step_check_serving(_settings())
+
+    @task(**NO_RETRY)
     def validate(params=None) -> dict:
         from pipeline.orchestration.steps import step_validate
 
@@ -102,7 +110,10 @@ def tagger_retrain():
 
         return step_smoke(_settings(), deployed["version"])
 
-    verdict = gate(register(evaluate(train(validate()))))
+    checked = check_serving()  # a doomed deploy fails in seconds, before training
+    snapshot = validate()
+    checked >> snapshot
+    verdict = gate(register(evaluate(train(snapshot))))
     review = ReviewSensor(
         task_id="wait_for_review",
         verdict=verdict,

@@ -61,7 +61,7 @@ def main() -> None:
     try:
         app()
     except TaggerError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         sys.exit(2)
 
 

@@ -7,11 +7,13 @@ Production sets the same fields to real services. Importing this module does not
 
 from __future__ import annotations
 
+import fcntl
 import json
+import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,9 +66,23 @@ class Settings(BaseSettings):
     )
     mlflow_experiment: str = Field(default="catalog-tagger", description="MLflow experiment for training runs.")
     registered_model_name: str = Field(default="product-tagger", description="Registered model in MLflow.")
-    triton_grpc_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
-    triton_http_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint host:port.")
-    triton_metrics_port: int = Field(default=8002, description="Triton Prometheus metrics port.")
+    triton_grpc_url: str | None = Field(
+        default=None,
+        description="Triton gRPC endpoint host:port. Unset: a free loopback port, chosen the first time and recorded "
+        "in HOME/services/ports.json (`tagger services status --json` shows it).",
+    )
+    triton_http_url: str | None = Field(
+        default=None, description="Triton HTTP endpoint host:port. Unset: a free loopback port, recorded likewise."
+    )
+    triton_metrics_port: int | None = Field(
+        default=None,
+        description="Triton Prometheus metrics port (bound on the gRPC URL's host). Unset: a free port, recorded.",
+    )
+    triton_external: bool | None = Field(
+        default=None,
+        description="Triton at TRITON_GRPC_URL is run by someone else (production, a port-forward): use it as it is, "
+        "never start or stop it. Unset: true when that URL's host is not a loopback address.",
+    )
     triton_model_repository: Path | None = Field(
         default=None, description="Triton model repository. Unset: HOME/triton_repository."
     )
@@ -95,6 +111,42 @@ class Settings(BaseSettings):
         default=None, description="Promotion gate policy YAML. Unset: the policy shipped with the package."
     )
     review_mode: str = Field(default="auto", description="'auto' or 'manual' (wait for a reviewer).")
+
+    # Which Triton addresses the home chose (unset above) rather than the user: only those may move when another
+    # process has taken them. Filled by _home_ports.
+    _auto_ports: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="after")
+    def _home_ports(self) -> Settings:
+        """Fill unset Triton addresses from HOME/services/ports.json, choosing free loopback ports the first time."""
+        unset = frozenset(f for f in PORT_FIELDS if getattr(self, f) is None)
+        if unset:
+            ports = home_ports(self.home_dir)
+            for f in unset:
+                object.__setattr__(self, f, _port_value(f, ports[f]))  # not a user choice: keep fields_set as is
+            self._auto_ports = unset
+        return self
+
+    @property
+    def auto_ports(self) -> frozenset[str]:
+        """The Triton address fields this home chose itself (recorded in HOME/services/ports.json)."""
+        return self._auto_ports
+
+    @property
+    def triton_is_external(self) -> bool:
+        if self.triton_external is not None:
+            return self.triton_external
+        host = self.triton_grpc_url.rsplit(":", 1)[0].strip("[]")
+        return not (host in ("localhost", "::1") or host.startswith("127."))
+
+    def with_new_ports(self) -> Settings:
+        """These settings with fresh free ports for the fields the home chose (recorded for every later process)."""
+        ports = home_ports(self.home_dir, renew=self._auto_ports)
+        update = {f: _port_value(f, ports[f]) for f in self._auto_ports}
+        copy = self.model_copy(update=update)
+        copy.__pydantic_fields_set__.difference_update(update)  # still the home's choice
+        get_settings.cache_clear()  # this process's later reads see the new record too
+        return copy
 
     # ---- derived paths -------------------------------------------------------------------------------
     @property
@@ -130,6 +182,46 @@ class Settings(BaseSettings):
     def resolved(self) -> dict:
         """The settings as plain JSON values (stored with every run's artifacts)."""
         return json.loads(self.model_dump_json())
+
+
+PORT_FIELDS = ("triton_grpc_url", "triton_http_url", "triton_metrics_port")
+
+
+def _port_value(field: str, port: int) -> str | int:
+    return port if field == "triton_metrics_port" else f"127.0.0.1:{port}"
+
+
+def _free_loopback_port(avoid: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def home_ports(home: Path, renew: frozenset[str] = frozenset()) -> dict[str, int]:
+    """The home's recorded Triton ports (``HOME/services/ports.json``), choosing free loopback ports for missing
+    ones and for the fields in ``renew``. Processes of one home agree: the file is read and written under a lock."""
+    folder = home / "services"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ports.json"
+    with open(folder / ".ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ports = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            ports = {}
+        missing = [f for f in PORT_FIELDS if f in renew or not isinstance(ports.get(f), int)]
+        if missing:
+            taken = set(ports.values())
+            for f in missing:
+                ports[f] = _free_loopback_port(taken)
+                taken.add(ports[f])
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(ports, indent=2))
+            tmp.replace(path)
+    return ports
 
 
 @lru_cache(maxsize=1)

@@ -28,9 +28,10 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 
 from pipeline import registry
-from pipeline.errors import DeployError, TaggerError
+from pipeline.errors import DeployError, ServiceError, TaggerError
 from pipeline.settings import Settings
 from serving import repository
+from serving.server import claim_address
 from serving.smoke import smoke_test
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ class DeployResult:
 
 
 def _triton(settings: Settings):
-
+    try:  # never deploy into a server this home did not start (unless TAGGER_TRITON_EXTERNAL says so)
+        settings = claim_address(settings)
+    except ServiceError as exc:
+        raise DeployError(f"{exc}; nothing was changed") from exc
     client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
     ready, deadline = False, time.monotonic() + 30
     while not ready and time.monotonic() < deadline:

@@ -8,13 +8,17 @@ site-packages (numpy<2) first on ``PYTHONPATH``, and start in ``--model-control-
 
 The server runs in its own process group; :meth:`TritonServer.stop` terminates it, then kills whatever is left
 of that group (Python-backend stubs) and removes the shared-memory files carrying this server's unique prefix.
-A pid file under ``HOME/triton/`` lets ``tagger services status`` and a later ``tagger serve --stop`` find it.
+It binds the hosts its URL settings name (loopback by default) and records itself in ``HOME/services/triton.json``
+(:mod:`pipeline.core.records`), which ``tagger services status|stop`` and every later process of the home read.
+
+One rule for the address (:func:`claim_address`): a server that holds an address this home wants without this
+home's live record is *foreign* and never used. Ports the home chose itself move to free ones; an address the
+user set is refused with a one-line error naming it and the setting.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
+from pipeline.core import records
 from pipeline.errors import ServiceError
 from pipeline.settings import Settings
 
@@ -80,6 +85,27 @@ def free_port() -> int:
 
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
+
+
+def _host(url: str) -> str:
+    return url.rsplit(":", 1)[0].strip("[]")
+
+
+RECORD = "triton"  # HOME/services/triton.json
+
+
+def endpoints(settings: Settings) -> list[tuple[str, str, int]]:
+    """(settings field, bind host, port) of each address the local server binds; metrics share the gRPC host."""
+    grpc_host = records.bind_host(_host(settings.triton_grpc_url))
+    return [
+        ("triton_grpc_url", grpc_host, _port(settings.triton_grpc_url)),
+        ("triton_http_url", records.bind_host(_host(settings.triton_http_url)), _port(settings.triton_http_url)),
+        ("triton_metrics_port", grpc_host, settings.triton_metrics_port),
+    ]
+
+
+def env_name(field: str) -> str:
+    return f"TAGGER_{field.upper()}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -141,15 +167,20 @@ class TritonServer:
     def command(self) -> list[str]:
         inst = triton_install()
         s = self.settings
+        (_, grpc_host, grpc_port), (_, http_host, http_port), (_, metrics_host, metrics_port) = endpoints(s)
         cmd = [
             str(inst.binary),
             f"--model-repository={self.repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={self._backend_dir(inst)}",
             f"--cache-directory={inst.caches}",
-            f"--grpc-port={_port(s.triton_grpc_url)}",
-            f"--http-port={_port(s.triton_http_url)}",
-            f"--metrics-port={s.triton_metrics_port}",
+            # the hosts the settings name (loopback by default), never Triton's own default 0.0.0.0
+            f"--grpc-address={grpc_host}",
+            f"--grpc-port={grpc_port}",
+            f"--http-address={http_host}",
+            f"--http-port={http_port}",
+            f"--metrics-address={metrics_host}",
+            f"--metrics-port={metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
@@ -165,23 +196,29 @@ class TritonServer:
     # ---- lifecycle --------------------------------------------------------------------------------------
     @property
     def pid_file(self) -> Path:
-        return self.work_dir / "triton.json"
+        """This home's record of the server (``HOME/services/triton.json``)."""
+        return records.record_path(self.settings, RECORD)
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Start the server and wait until it answers ready (models named by ``load`` loaded).
 
         Raises:
-            ServiceError: a port is taken, the binary exits, or it is not ready within ``timeout`` s.
+            ServiceError: this home's server already runs, an address is taken, the binary exits, or it is not
+                ready within ``timeout`` s.
         """
         if self.proc is not None:
             return self
+        running = records.read(self.settings, RECORD)
+        if running and records.alive(running):
+            raise ServiceError(
+                f"this home's Triton already runs (pid {running.pid}, gRPC {running.addresses().get('grpc')}); "
+                "stop it first (`tagger services stop`)"
+            )
+        for field, host, port in endpoints(self.settings):
+            if not records.port_free(host, port):
+                raise ServiceError(_taken_message(self.settings, field, host, port))
         self.repository.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if is_ready(self.settings.triton_grpc_url, timeout=1.0):
-            raise ServiceError(
-                f"a Triton server already answers on {self.settings.triton_grpc_url}; stop it "
-                "(`tagger serve --stop`) or set TAGGER_TRITON_GRPC_URL to a free port"
-            )
         cmd = self.command()
         inst = triton_install()
         log.info("starting tritonserver on %s (repository %s)", self.settings.triton_grpc_url, self.repository)
@@ -190,8 +227,23 @@ class TritonServer:
             cmd, env=self._env(inst), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
         )
         self._logf = logf
-        self.pid_file.write_text(
-            json.dumps({"pid": self.proc.pid, "grpc": self.settings.triton_grpc_url, "shm_prefix": self.shm_prefix})
+        (_, host, grpc), (_, _, http), (_, _, metrics) = endpoints(self.settings)
+        records.write(
+            self.settings,
+            records.ServiceRecord(
+                name=RECORD,
+                pid=self.proc.pid,
+                command=cmd,
+                host=host,
+                ports={"grpc": grpc, "http": http, "metrics": metrics},
+                log=str(self.log_path),
+                extra={
+                    "grpc_url": self.settings.triton_grpc_url,
+                    "http_url": self.settings.triton_http_url,
+                    "shm_prefix": self.shm_prefix,
+                    "repository": str(self.repository),
+                },
+            ),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -223,7 +275,7 @@ class TritonServer:
         if getattr(self, "_logf", None):
             self._logf.close()
         remove_shm(self.shm_prefix)
-        self.pid_file.unlink(missing_ok=True)
+        records.remove(self.settings, RECORD)
 
     def is_ready(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and is_ready(self.settings.triton_grpc_url)
@@ -281,34 +333,93 @@ def is_ready(grpc_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def recorded_pid_file(settings: Settings) -> Path:
-    """Where a server started from this home records itself (``TritonServer.pid_file`` with the default work dir)."""
-    return settings.home_dir / "triton" / "triton.json"
+def wait_ready(grpc_url: str, timeout: float = 120.0) -> None:
+    """Wait until the server at ``grpc_url`` answers ready (this home's server, still starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_ready(grpc_url, timeout=1.0):
+            return
+        time.sleep(0.25)
+    raise ServiceError(f"this home's Triton at {grpc_url} was not ready after {timeout:.0f} s")
+
+
+def own_server(settings: Settings) -> records.ServiceRecord | None:
+    """This home's live Triton on the configured gRPC address, or None."""
+    rec = records.read(settings, RECORD)
+    if rec and records.alive(rec) and rec.extra.get("grpc_url") == settings.triton_grpc_url:
+        return rec
+    return None
+
+
+def _taken_message(settings: Settings, field: str, host: str, port: int) -> str:
+    env = env_name(field)
+    rec = records.read(settings, RECORD)
+    if rec and records.alive(rec) and port in rec.ports.values():
+        return (
+            f"{host}:{port} ({env}) is held by this home's own Triton (pid {rec.pid}), started with other addresses "
+            f"(gRPC {rec.extra.get('grpc_url')}): stop it (`tagger services stop`) or use the settings it started with"
+        )
+    return (
+        f"{host}:{port} ({env}) is held by a process this home ({settings.home_dir}) did not start: free it "
+        f"(`ss -ltnp 'sport = :{port}'` shows it; `tagger services stop` in its home), point {env} at a free port, "
+        "or set TAGGER_TRITON_EXTERNAL=true for a Triton you run yourself"
+    )
+
+
+def foreign_address(settings: Settings) -> tuple[str, str, int] | None:
+    """The first address of the local server that something other than this home's Triton holds, or None."""
+    if own_server(settings):
+        return None
+    for field, host, port in endpoints(settings):
+        if not records.port_free(host, port):
+            return field, host, port
+    return None
+
+
+def claim_address(settings: Settings) -> Settings:
+    """The settings to serve with, checked before any work: seconds, not after training.
+
+    An external Triton (TAGGER_TRITON_EXTERNAL, or a non-loopback URL) is used as it is. Otherwise a foreign
+    process on an address the home chose moves the home to free ports (recorded for every later process);
+    one on an address the user set is refused.
+
+    Raises:
+        ServiceError: a foreign process holds an address the user set (one line: the address, the setting, the fix).
+    """
+    if settings.triton_is_external:
+        return settings
+    for _ in range(3):
+        taken = foreign_address(settings)
+        if taken is None:
+            return settings
+        field, host, port = taken
+        if field not in settings.auto_ports:
+            raise ServiceError(_taken_message(settings, field, host, port))
+        log.warning(
+            "%s:%d, recorded for this home's Triton, is now held by another process: moving to free ports",
+            host,
+            port,
+        )
+        settings = settings.with_new_ports()
+    raise ServiceError(f"could not find free ports for Triton; see {records.records_dir(settings) / 'ports.json'}")
 
 
 def stop_recorded(settings: Settings) -> bool:
-    """Stop the server recorded in ``HOME/triton/triton.json`` (started by ``tagger serve``); True if one was."""
-    pid_file = recorded_pid_file(settings)
-    if not pid_file.exists():
+    """Stop the Triton this home started (its record in ``HOME/services/``); True if one was running."""
+    rec = records.read(settings, RECORD)
+    if rec is None:
         return False
-    info = json.loads(pid_file.read_text())
-    alive = _pid_alive(int(info["pid"]))
-    if alive:
-        stop_process_group(int(info["pid"]))
-    remove_shm(info.get("shm_prefix", "tagger_none_"))
-    pid_file.unlink(missing_ok=True)
-    return alive
+    stopped = records.stop(rec)
+    remove_shm(rec.extra.get("shm_prefix") or "tagger_none_")
+    records.remove(settings, RECORD)
+    return stopped
 
 
 def server_state(settings: Settings) -> str:
-    """``running`` (answers ready), ``starting`` (our process is up, not ready yet), or ``stopped``."""
-    if is_ready(settings.triton_grpc_url, timeout=1.0):
-        return "running"
-    pid_file = recorded_pid_file(settings)
-    if pid_file.exists():
-        try:
-            if _pid_alive(int(json.loads(pid_file.read_text())["pid"])):
-                return "starting"
-        except (ValueError, KeyError, OSError):
-            pass
-    return "stopped"
+    """``running`` (this home's server answers ready), ``starting`` (ours, not ready yet), ``foreign`` (another
+    process holds the address: not this home's), ``external`` (someone else's by design), or ``stopped``."""
+    if settings.triton_is_external:
+        return "external, ready" if is_ready(settings.triton_grpc_url, timeout=1.0) else "external, not ready"
+    if own_server(settings):
+        return "running" if is_ready(settings.triton_grpc_url, timeout=1.0) else "starting"
+    return "foreign" if foreign_address(settings) else "stopped"

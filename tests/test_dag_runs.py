@@ -29,7 +29,8 @@ def dag_env(fresh_database, serving_settings, triton, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dags")
     env = {
-        "TAGGER_HOME": str(root / "home"),
+        # the home that started the session's Triton: a home serves only from a server it started itself
+        "TAGGER_HOME": str(serving_settings.home_dir),
         "TAGGER_DATABASE_URL": fresh_database("dag"),
         "TAGGER_MLFLOW_TRACKING_URI": fresh_database("dagml"),
         "TAGGER_MLFLOW_ARTIFACT_LOCATION": (root / "mlartifacts").as_uri(),
@@ -65,6 +66,25 @@ def test_failing_validation_stops_before_training(dag_env):
     assert res["tasks"]["validate"] == "failed"
     assert res["tasks"]["train"] == "upstream_failed"
     assert res["tasks"]["deploy"] == "upstream_failed"
+
+
+def test_a_foreign_server_on_the_deploy_address_fails_the_run_before_validation(dag_env, serving_settings):
+    import socket
+
+    with socket.socket() as foreign:  # listens where the settings say this home's Triton is
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        address = f"127.0.0.1:{foreign.getsockname()[1]}"
+        dag_env["mp"].setenv("TAGGER_TRITON_GRPC_URL", address)
+        try:
+            res = _run(dag_env, "tagger_retrain", {"spec": "myntra", "train": TINY_OPTIONS})
+        finally:
+            dag_env["mp"].setenv("TAGGER_TRITON_GRPC_URL", serving_settings.triton_grpc_url)
+            get_settings.cache_clear()
+    assert res["state"] == "failed"
+    assert list(res["tasks"])[0] == "check_serving" and res["tasks"]["check_serving"] == "failed"
+    assert res["tasks"]["validate"] == "upstream_failed" and res["tasks"]["train"] == "upstream_failed"
+    assert res["seconds"]["check_serving"] < 30
 
 
 @pytest.fixture(scope="module")

@@ -52,11 +52,23 @@ def _edges(dag) -> set[tuple[str, str]]:
 
 def test_retrain_structure(airflow_ready):
     dag = airflow_local.load_dag("tagger_retrain")
-    chain = ["validate", "train", "evaluate", "register", "gate", "wait_for_review", "deploy", "smoke_test"]
+    chain = [
+        "check_serving",
+        "validate",
+        "train",
+        "evaluate",
+        "register",
+        "gate",
+        "wait_for_review",
+        "deploy",
+        "smoke_test",
+    ]
     assert [t.task_id for t in dag.tasks] == chain
     assert _edges(dag) == set(zip(chain, chain[1:], strict=False))
     tasks = {t.task_id: t for t in dag.tasks}
-    assert tasks["validate"].retries == 0 and tasks["gate"].retries == 0  # no retry on data/model verdicts
+    assert (
+        tasks["check_serving"].retries == 0 and tasks["validate"].retries == 0 and tasks["gate"].retries == 0
+    )  # no retry on data/model verdicts
     assert tasks["train"].retries >= 1 and tasks["deploy"].retries >= 1  # infrastructure retries with back-off
     assert tasks["deploy"].retry_exponential_backoff
     assert tasks["train"].queue == "gpu"  # routed to a GPU worker in production

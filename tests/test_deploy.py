@@ -104,14 +104,24 @@ def test_rollback_serves_the_previous_version(triton, serving_settings, versions
     assert _served(serving_settings) == {_uri(serving_settings, versions[0])}
 
 
-def test_deploy_without_server_says_what_to_do(serving_settings, versions):
+def test_deploy_without_server_says_what_to_do(triton, serving_settings, versions):
     from pipeline.errors import DeployError
     from serving.deploy import deploy
     from serving.server import free_port
 
-    down = serving_settings.model_copy(update={"triton_grpc_url": f"127.0.0.1:{free_port()}"})
+    down = serving_settings.model_copy(
+        update={
+            "triton_grpc_url": f"127.0.0.1:{free_port()}",
+            "triton_http_url": f"127.0.0.1:{free_port()}",
+            "triton_metrics_port": free_port(),
+        }
+    )
     with pytest.raises(DeployError, match="is not ready; start it with `tagger serve`"):
         deploy(down, versions[1], actor="test")
+    # this home's server is up, but on other addresses than these settings name: said, not used
+    moved = serving_settings.model_copy(update={"triton_grpc_url": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(DeployError, match=r"held by this home's own Triton \(pid \d+\), started with other"):
+        deploy(moved, versions[1], actor="test")
 
 
 @pytest.mark.unit

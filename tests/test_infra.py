@@ -187,6 +187,8 @@ def test_settings_environments_parse(monkeypatch):
         assert s.model_repository == Path("/srv/triton/models")
         assert s.artifact_location.startswith("mlflow-artifacts:/")
         assert s.mlflow_tracking_uri.startswith("http://mlflow")
+        # production's Triton is a server tagger neither starts nor owns: used as it is, no home-chosen ports
+        assert s.triton_is_external and not s.auto_ports
 
 
 @pytest.mark.unit

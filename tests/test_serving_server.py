@@ -40,7 +40,7 @@ def test_server_starts_loads_and_stops_without_leftovers(tmp_path, golden_bundle
         assert list(SHM_DIR.glob(f"{prefix}*")), "the Python backend should be using shared memory"
         from pipeline.errors import ServiceError
 
-        with pytest.raises(ServiceError, match="already answers on"):
+        with pytest.raises(ServiceError, match="this home's Triton already runs"):
             TritonServer(s).start()
     finally:
         server.stop()
@@ -63,16 +63,14 @@ def test_bad_repository_fails_start_with_the_log(tmp_path):
         TritonServer(s, load=[broken.name]).start(timeout=60)
 
 
-def test_ensure_triton_uses_a_running_server_and_warns_when_this_home_did_not_start_it(triton, tmp_path, caplog):
-    import logging
-
+def test_ensure_triton_reuses_its_own_server_and_refuses_one_another_home_started(triton, tmp_path):
+    from pipeline.errors import ServiceError
     from pipeline.orchestration.steps import ensure_triton
 
     ours = triton.settings
-    assert ensure_triton(ours) == "running"  # started from its home (pid record there): no warning
+    assert ensure_triton(ours) == ours  # started from this home (its record): reused as it is
     other = ours.model_copy(update={"home": tmp_path / "another-home"})
-    with caplog.at_level(logging.WARNING, logger="pipeline.orchestration.steps"):
-        assert ensure_triton(ours) == "running"
-        assert not caplog.records
-        assert ensure_triton(other) == "running"  # the same server, seen from a home that did not start it
-    assert "was not started from" in caplog.text and str(tmp_path / "another-home") in caplog.text
+    with pytest.raises(ServiceError) as exc:
+        ensure_triton(other)  # the same address, from a home that did not start the server there
+    msg = str(exc.value)
+    assert ours.triton_grpc_url in msg and "TAGGER_TRITON_GRPC_URL" in msg and str(tmp_path / "another-home") in msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -144,8 +145,10 @@ def test_embedded_postgres_starts_is_reused_and_stops(tmp_path):
     run = [sys.executable, "-m", "pipeline.cli"]
     out = subprocess.run([*run, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    status = subprocess.run([*run, "services", "status"], env=env, capture_output=True, text=True, timeout=60)
-    assert "embedded" in status.stdout and "running (pid" in status.stdout, status.stdout
+    status = subprocess.run([*run, "services", "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    pg = next(r for r in json.loads(status.stdout)["services"] if r["name"] == "postgres")
+    pid_line = (tmp_path / "home" / "pgdata" / "postmaster.pid").read_text().splitlines()[0]
+    assert pg["kind"] == "embedded" and pg["state"] == "running" and pg["own"] and str(pg["pid"]) == pid_line, pg
     pid_line = (tmp_path / "home" / "pgdata" / "postmaster.pid").read_text().splitlines()[0]
     again = subprocess.run([*run, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0

@@ -124,6 +124,8 @@ def demo(
     from pipeline.catalog.spec import resolve_catalog
     from pipeline.commands.taglib import print_summary
     from pipeline.orchestration import airflow_local
+    from pipeline.orchestration.steps import step_check_serving
+    from serving.server import free_port
 
     t0 = time.perf_counter()
     # Library warnings (ONNX tracing, Airflow serializers, MLflow) would bury the demo's own output.
@@ -135,6 +137,10 @@ def demo(
         get_settings.cache_clear()
     settings = get_settings()
     source, spec = resolve_catalog(settings)
+    # Before minutes of work: a deploy into a server this home did not start is refused now, not after training.
+    serving = step_check_serving(settings)
+    settings = get_settings()  # the home may have moved to free ports
+    console.print(f"home {settings.home_dir}; Triton of this home at {serving['triton_grpc_url']} (gRPC)")
 
     _step(console, 1, "Tag library: Shopify taxonomy (en + zh) into Postgres")
     res = import_shopify(settings, settings.taxonomy_path)
@@ -179,13 +185,16 @@ def demo(
 
         report = conn.scalar(sa.text("select report_path from snapshots order by created_at desc limit 1"))
     af_home = airflow_local.airflow_env(settings)["AIRFLOW_HOME"]
+    ui_port = free_port()  # a port nobody holds now: never a fixed one another checkout may be using
     console.print(
         f"champion:           models:/{settings.registered_model_name}/{champion} served by Triton at "
         f"{settings.triton_grpc_url} (gRPC)\n"
         f"MLflow UI:          .venv/bin/tagger mlflow-ui   then open http://127.0.0.1:5000\n"
         f"validation report:  {report}\n"
         f"model card:         {bundle / 'model_card.md'}\n"
-        f"Airflow UI:         AIRFLOW_HOME={af_home} .venv/bin/airflow standalone   (http://127.0.0.1:8080)\n"
+        f"Airflow UI:         AIRFLOW_HOME={af_home} AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT={ui_port} "
+        f".venv/bin/airflow standalone   (http://127.0.0.1:{ui_port})\n"
+        f"services:           .venv/bin/tagger services status [--json]   (what this home started, addresses)\n"
         f"stop services:      make services-stop\n"
         f"demo finished in {time.perf_counter() - t0:.0f} s"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.commands import console
+from pipeline.errors import ServiceError
 from pipeline.settings import get_settings
 
 
@@ -22,12 +23,17 @@ def serve_cmd(
     import signal
     import time
 
-    from serving.server import TritonServer, stop_recorded
+    from serving.server import TritonServer, claim_address, stop_recorded
 
     settings = get_settings()
     if stop:
-        console.print("stopped the local Triton server" if stop_recorded(settings) else "no local Triton server")
+        console.print("stopped this home's Triton server" if stop_recorded(settings) else "no Triton of this home runs")
         return
+    settings = claim_address(settings)  # an address another process holds: moved (home's ports) or refused
+    if settings.triton_is_external:
+        raise ServiceError(
+            f"{settings.triton_grpc_url} is an external Triton (TAGGER_TRITON_EXTERNAL): not started here"
+        )
     server = TritonServer(settings)
     server.start(timeout=timeout)
     console.print(

@@ -1,6 +1,8 @@
-"""``tagger services status|stop``: what is in use and where; stop what tagger started."""
+"""``tagger services status|stop``: what this home started and uses, where, and whether it answers."""
 
 from __future__ import annotations
+
+import json
 
 import typer
 from rich.table import Table
@@ -9,41 +11,105 @@ from pipeline.commands import console
 from pipeline.settings import get_settings
 
 services_app = typer.Typer(
-    help="Embedded and external services (Postgres, MLflow store, Triton).", no_args_is_help=True
+    help="The services this home uses (Postgres, MLflow store, Triton): status, stop what it started.",
+    no_args_is_help=True,
 )
 
 
-@services_app.command("status")
-def status_cmd() -> None:
-    """Show each service, whether it is embedded or external, where it lives, and its state."""
-    from pipeline.core.services import ServiceInfo, status
-    from serving.server import server_state
+def report(settings) -> dict:
+    """Every service of the home: ``own`` is True only for processes this home started (its records under
+    ``HOME/services/`` and the embedded Postgres in ``HOME/pgdata``), ``answers`` whether it is up now."""
+    from pipeline.core import records
+    from pipeline.core.services import status
+    from serving.server import RECORD, is_ready, server_state
 
-    settings = get_settings()
-    triton = ServiceInfo(
-        "triton",
-        "local process",
-        f"grpc {settings.triton_grpc_url}, repo {settings.model_repository}",
-        server_state(settings),
+    rows = [
+        {"name": i.name, "kind": i.kind, "location": i.location, "state": i.state, "own": i.own, "pid": i.pid}
+        for i in status(settings)
+    ]
+    triton_rec = records.read(settings, RECORD)
+    state = server_state(settings)
+    own = state in ("running", "starting")
+    rows.append(
+        {
+            "name": "triton",
+            "kind": "external" if settings.triton_is_external else "local process",
+            "location": f"grpc {settings.triton_grpc_url}, http {settings.triton_http_url}, "
+            f"metrics :{settings.triton_metrics_port}, repo {settings.model_repository}",
+            "state": state,
+            "own": own,
+            "pid": triton_rec.pid if own and triton_rec else None,
+            "log": triton_rec.log if own and triton_rec else None,
+        }
     )
-    table = Table(title=f"catalog-tagger services (home {settings.home_dir})")
-    for col in ("service", "kind", "location", "state"):
+    for rec in records.all_records(settings):  # anything else this home started (workers, components)
+        if rec.name == RECORD:
+            continue
+        alive = records.alive(rec)
+        rows.append(
+            {
+                "name": rec.name,
+                "kind": "local process",
+                "location": ", ".join(f"{k} {v}" for k, v in rec.addresses().items()),
+                "state": "running" if alive else "stopped (stale record)",
+                "own": alive,
+                "pid": rec.pid if alive else None,
+                "log": rec.log,
+            }
+        )
+    return {
+        "home": str(settings.home_dir),
+        "triton": {
+            "grpc_url": settings.triton_grpc_url,
+            "http_url": settings.triton_http_url,
+            "metrics_port": settings.triton_metrics_port,
+            "model": settings.triton_model_name,
+            "external": settings.triton_is_external,
+            "ready": own and is_ready(settings.triton_grpc_url, timeout=1.0),
+        },
+        "services": rows,
+    }
+
+
+@services_app.command("status")
+def status_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable: the storefront's Triton address and more."),
+) -> None:
+    """Show each service, whether this home started it, where it lives, and its state.
+
+    A server that answers on an address of this home but was not started by it shows as ``foreign``: it is never
+    used (ports the home chose move to free ones; an address you set is refused).
+    """
+    settings = get_settings()
+    rep = report(settings)
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    table = Table(title=f"catalog-tagger services (home {rep['home']})")
+    for col in ("service", "kind", "location", "state", "started here"):
         table.add_column(col)
-    for info in [*status(settings), triton]:
-        table.add_row(info.name, info.kind, info.location, info.state)
+    for row in rep["services"]:
+        mine = f"yes (pid {row['pid']})" if row["own"] and row.get("pid") else ("yes" if row["own"] else "no")
+        table.add_row(row["name"], row["kind"], row["location"], row["state"], mine)
     console.print(table)
 
 
 @services_app.command("stop")
 def stop_cmd() -> None:
-    """Stop the local Triton server and the embedded PostgreSQL that tagger started (external ones are left alone)."""
+    """Stop exactly what this home started: its Triton, the embedded PostgreSQL, any other recorded process.
+    External services and processes of other homes are left alone."""
+    from pipeline.core import records
     from pipeline.core.services import stop_embedded
-    from serving.server import stop_recorded
+    from serving.server import RECORD, stop_recorded
 
     settings = get_settings()
-
     if stop_recorded(settings):
-        console.print("stopped the local Triton server")
+        console.print("stopped this home's Triton server")
+    for rec in records.all_records(settings):
+        if rec.name != RECORD:
+            if records.stop(rec):
+                console.print(f"stopped {rec.name} (pid {rec.pid})")
+            records.remove(settings, rec.name)
     if settings.database_url:
         console.print("PostgreSQL is external (TAGGER_DATABASE_URL): left running")
     elif stop_embedded(settings):

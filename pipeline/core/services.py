@@ -34,6 +34,8 @@ class ServiceInfo:
     kind: str  # embedded | external
     location: str
     state: str  # running | stopped | configured | unreachable
+    own: bool = False  # a process this home started
+    pid: int | None = None
 
 
 def _as_sqlalchemy(uri: str) -> str:
@@ -144,8 +146,9 @@ def status(settings: Settings) -> list[ServiceInfo]:
         )
     else:
         pid = _pg_running(settings.embedded_pgdata)
-        state = f"running (pid {pid})" if pid else "stopped"
-        infos.append(ServiceInfo("postgres", "embedded", str(settings.embedded_pgdata), state))
+        state = "running" if pid else "stopped"
+        where = f"{settings.embedded_pgdata} (Unix socket only)"
+        infos.append(ServiceInfo("postgres", "embedded", where, state, own=pid is not None, pid=pid))
     mlflow_loc = settings.mlflow_tracking_uri or f"database '{MLFLOW_DB}' on the tag-library server"
     infos.append(
         ServiceInfo(

@@ -27,7 +27,7 @@ from pipeline.training.train import train
 from pipeline.validation.validate import validate_catalog
 from serving.client import TaggerClient
 from serving.deploy import deploy
-from serving.server import TritonServer, is_ready, recorded_pid_file
+from serving.server import TritonServer, claim_address, is_ready, own_server, wait_ready
 from serving.smoke import golden_from_bundle, smoke_test
 
 log = logging.getLogger(__name__)
@@ -137,30 +137,39 @@ def step_gate(settings: Settings, version: int) -> dict:
     return out
 
 
-def ensure_triton(settings: Settings) -> str:
-    """Start the local Triton server when nothing answers at the configured address (embedded default)."""
+def ensure_triton(settings: Settings) -> Settings:
+    """The settings to serve with, this home's Triton running on them (started when it is not; it runs on after
+    this process until `tagger services stop`). An external Triton is used as it is.
 
-    if is_ready(settings.triton_grpc_url, timeout=2.0):
-        record = recorded_pid_file(settings)
-        local = settings.triton_grpc_url.split(":")[0] in ("127.0.0.1", "localhost")
-        if local and not record.exists():  # e.g. left running by a deleted or another TAGGER_HOME
-            log.warning(
-                "a Triton server already answers on %s but was not started from %s (no %s); using it. If it was "
-                "left running by another or a deleted TAGGER_HOME, stop it (`tagger services stop` there, or kill "
-                "the tritonserver process): its backends and repository may not be this home's",
-                settings.triton_grpc_url,
-                settings.home_dir,
-                record,
-            )
-        return "running"
-    TritonServer(settings).start()  # runs on after this process: `tagger services stop` stops it
-    return "started"
+    Raises:
+        ServiceError: another process holds an address the user set (:func:`serving.server.claim_address`).
+    """
+
+    settings = claim_address(settings)
+    if settings.triton_is_external:
+        return settings
+    if own_server(settings):
+        if not is_ready(settings.triton_grpc_url, timeout=2.0):
+            wait_ready(settings.triton_grpc_url)
+        return settings
+    TritonServer(settings).start()
+    return settings
+
+
+def step_check_serving(settings: Settings) -> dict:
+    """Before any work: can this run deploy? Fails in seconds on an address held by a process this home did not
+    start (rather than after training); moves the home's own ports when another process took them."""
+
+    settings = claim_address(settings)
+    if settings.triton_is_external and not is_ready(settings.triton_grpc_url, timeout=5.0):
+        log.warning("the external Triton at %s is not ready now; deploy will retry", settings.triton_grpc_url)
+    return {"triton_grpc_url": settings.triton_grpc_url, "external": settings.triton_is_external}
 
 
 def step_deploy(settings: Settings, version: int) -> dict:
     """Deploy ``version`` to Triton and make it champion; a no-op when it already serves as champion."""
 
-    ensure_triton(settings)
+    settings = ensure_triton(settings)
     repo_dir = settings.model_repository / settings.triton_model_name / str(version)
     if (
         registry.get_alias(settings, registry.CHAMPION) == version
