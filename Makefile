@@ -45,7 +45,7 @@ bench: $(STAMP) ## Run the CPU benchmarks in bench/ (minutes)
 gpu-carry: $(STAMP) ## Write .gpu/ (bf16 encoder + Myntra) for the GPU check: device run of bench/gpu_check.sh
 	$(BIN)/python bench/bench_gpu.py --prepare .gpu
 
-services-stop: $(STAMP) ## Stop the embedded services started by tagger
+services-stop: $(STAMP) ## Stop exactly what this home (.tagger) started: its Triton, the embedded Postgres
 	$(BIN)/tagger services stop
 
 clean: ## Remove the work directory (.tagger), keeps the venv

@@ -38,7 +38,9 @@ def setup_logging(level: int = logging.INFO) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock", "airflow"):
+    noisy_loggers = ("alembic", "pgserver", "urllib3", "httpx", "mlflow", "git", "matplotlib", "filelock", "airflow")
+    # great_expectations: INFO notes of its docs decorators at import ("Skipping registering function ...")
+    for noisy in (*noisy_loggers, "great_expectations"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if level > logging.DEBUG:  # notes a user cannot act on; --verbose shows them
         # MLflow installs its own handler at import and reads its level from here (INFO: table creation, system

@@ -25,6 +25,17 @@ pytest_plugins: list[str] = [
 MACHINE_PG = os.environ.get("TAGGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tests_own_home(tmp_path_factory):
+    """Tests (and the CLI they run) never write into the checkout's own ``.tagger`` home (the demo's)."""
+    if "TAGGER_HOME" not in os.environ:
+        os.environ["TAGGER_HOME"] = str(tmp_path_factory.mktemp("default-home"))
+        yield
+        os.environ.pop("TAGGER_HOME", None)
+    else:
+        yield
+
+
 def _machine_pg_up() -> bool:
     try:
         eng = sa.create_engine(MACHINE_PG, connect_args={"connect_timeout": 2})

@@ -85,13 +85,24 @@ def status_cmd(
     if as_json:
         print(json.dumps(rep, indent=2))
         return
-    table = Table(title=f"catalog-tagger services (home {rep['home']})")
-    for col in ("service", "kind", "location", "state", "started here"):
-        table.add_column(col)
+    table = Table(title=f"catalog-tagger services of home {rep['home']}", title_justify="left")
+    table.add_column("service", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("started here", no_wrap=True)
+    table.add_column("where", overflow="fold")
     for row in rep["services"]:
-        mine = f"yes (pid {row['pid']})" if row["own"] and row.get("pid") else ("yes" if row["own"] else "no")
-        table.add_row(row["name"], row["kind"], row["location"], row["state"], mine)
+        if row["state"] == "configured":  # a database or a folder, not a process
+            mine = "-"
+        else:
+            mine = f"yes, pid {row['pid']}" if row["own"] and row.get("pid") else ("yes" if row["own"] else "no")
+        state = row["state"]
+        colour = {"running": "green", "foreign": "red", "stopped": "yellow"}.get(state)
+        table.add_row(row["name"], f"[{colour}]{state}[/]" if colour else state, mine, row["location"])
     console.print(table)
+    if rep["triton"]["external"]:
+        console.print(f"Triton is external (someone else runs it): {rep['triton']['grpc_url']}")
+    else:
+        console.print(f"storefront: Triton gRPC at {rep['triton']['grpc_url']}, model {rep['triton']['model']}")
 
 
 @services_app.command("stop")
