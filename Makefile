@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format bench gpu-carry clean services-stop
+.PHONY: help venv demo demo-airflow test test-fast lint format bench gpu-carry clean services-stop
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ venv: $(STAMP) ## Create/update the virtual environment (.venv)
 
 demo: $(STAMP) ## Run the main job end to end on embedded defaults
 	$(BIN)/tagger demo
+
+demo-airflow: $(STAMP) ## The main job on a real Airflow deployment (scheduler + Celery worker on the local Redis)
+	$(BIN)/tagger demo --airflow
 
 test: $(STAMP) ## Run the whole test suite (unit, data, model, integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 
 @dag(
     dag_id="tagger_batch_tag",
-    schedule="@hourly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # the next full hour after unpausing, not a run for the past hour at once (no start_date: see tagger_retrain)
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["catalog-tagger"],

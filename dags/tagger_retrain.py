@@ -2,7 +2,8 @@
 
 ``check_serving`` first: a deploy target held by a process this home did not start fails the run in seconds.
 
-Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset). Wiring only: every task calls
+Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset; the event's ``extra`` may carry
+``source``/``spec``/``train``, used where the run's params leave them unset). Wiring only: every task calls
 one step of ``pipeline.orchestration.steps`` and passes references (snapshot id, run id, registry version).
 Validation failures and rejected models fail fast without retries; infrastructure steps retry with back-off.
 """
@@ -11,14 +12,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pipeline.orchestration.review_sensor import ReviewSensor
+from pipeline.settings import DagSettings
 from pipeline.training.options import json_schema as train_options_schema  # standard library only
 
 CATALOG = Asset("tagger://catalog/snapshot")  # producers (shop feed jobs) emit this when a snapshot lands
-INFRA_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True}
+PARSE = DagSettings()  # environment only, no I/O: retry delay, review poke interval
+INFRA_RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=PARSE.retry_delay_seconds),
+    "retry_exponential_backoff": True,
+}
 NO_RETRY = {"retries": 0}
 
 
@@ -41,7 +47,8 @@ def _on_failure(context) -> None:
 @dag(
     dag_id="tagger_retrain",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[CATALOG]),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date: unpausing waits for the next Monday 03:00 instead of retraining on the whole catalog at once
+    # (with a start_date and catchup=False, Airflow runs the latest past tick the moment the DAG is unpaused).
     catchup=False,
     max_active_runs=1,
     tags=["catalog-tagger"],
@@ -67,17 +74,19 @@ def tagger_retrain():
         return step_check_serving(_settings())
 
     @task(**NO_RETRY)
-    def validate(params=None) -> dict:
-        from pipeline.orchestration.steps import step_validate
+    def validate(params=None, triggering_asset_events=None) -> dict:
+        from pipeline.orchestration.steps import run_request, step_validate
 
-        return step_validate(_settings(), params["source"], params["spec"])
+        events = [e.extra for evs in (triggering_asset_events or {}).values() for e in evs]
+        request = run_request(params, events)
+        return {**step_validate(_settings(), request["source"], request["spec"]), "request": request}
 
     @task(**INFRA_RETRIES, queue="gpu", pool="training")
-    def train(snapshot: dict, params=None, run_id=None) -> dict:
+    def train(snapshot: dict, run_id=None) -> dict:
         from pipeline.orchestration.steps import step_train, train_trigger
 
-        options = dict(params["train"])
-        trigger = train_trigger(snapshot["snapshot_id"], options, run_id if params["force"] else None)
+        options = snapshot["request"]["train"]
+        trigger = train_trigger(snapshot["snapshot_id"], options, run_id if snapshot["request"]["force"] else None)
         return step_train(_settings(), snapshot["snapshot_id"], snapshot["spec"], options, trigger)
 
     @task(**INFRA_RETRIES)
@@ -117,7 +126,7 @@ def tagger_retrain():
     review = ReviewSensor(
         task_id="wait_for_review",
         verdict=verdict,
-        poke_interval=60,
+        poke_interval=PARSE.review_poke_seconds,
         timeout=7 * 24 * 3600,
         mode="reschedule",
         **NO_RETRY,

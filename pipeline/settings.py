@@ -26,7 +26,20 @@ def _default_shared_data() -> Path:
     return here.parent / "shared" / "data"
 
 
-class Settings(BaseSettings):
+class DagSettings(BaseSettings):
+    """The few values DAG files read when Airflow parses them: environment only, no I/O (see :class:`Settings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="ignore")
+
+    review_poke_seconds: int = Field(
+        default=60, ge=1, description="How often the tagger_retrain review sensor looks for a reviewer's decision."
+    )
+    retry_delay_seconds: int = Field(
+        default=30, ge=0, description="First retry delay of the DAGs' infrastructure tasks (doubles each try)."
+    )
+
+
+class Settings(DagSettings):
     """Everything configurable, each named once. Env var = ``TAGGER_`` + upper-case field name."""
 
     model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="ignore")
@@ -111,6 +124,29 @@ class Settings(BaseSettings):
         default=None, description="Promotion gate policy YAML. Unset: the policy shipped with the package."
     )
     review_mode: str = Field(default="auto", description="'auto' or 'manual' (wait for a reviewer).")
+
+    # ---- the Airflow deployment of `tagger airflow up` ----------------------------------------------
+    airflow_database_url: str | None = Field(
+        default=None,
+        description="Airflow metadata database (SQLAlchemy URL). Unset: database 'airflow' on the project's Postgres.",
+    )
+    celery_broker_url: str | None = Field(
+        default=None,
+        description="Celery broker of the Airflow workers (redis://... or amqp://...). Unset: the Redis at "
+        "127.0.0.1:6379 (database 0) when it answers. Keys carry a prefix per home, so homes never share a queue.",
+    )
+    airflow_api_port: int | None = Field(
+        default=None,
+        description="Port of the Airflow api-server (UI + REST + execution API). Unset: a free loopback port, "
+        "chosen by `tagger airflow up` and recorded in HOME/services/.",
+    )
+    airflow_workers: int = Field(default=1, ge=1, description="Celery worker processes `tagger airflow up` starts.")
+    airflow_worker_concurrency: int = Field(default=2, ge=1, description="Task slots of each Celery worker.")
+    airflow_task_heartbeat_timeout: int = Field(
+        default=300,
+        ge=5,
+        description="Seconds without a task heartbeat before the scheduler fails the try (a dead worker) and retries.",
+    )
 
     # Which Triton addresses the home chose (unset above) rather than the user: only those may move when another
     # process has taken them. Filled by _home_ports.

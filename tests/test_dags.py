@@ -82,4 +82,21 @@ def test_batch_tag_structure(airflow_ready):
     dag = airflow_local.load_dag("tagger_batch_tag")
     assert [t.task_id for t in dag.tasks] == ["tag_new_products"]
     assert dag.max_active_runs == 1  # two overlapping runs would race on the watermark
-    assert dag.schedule == "@hourly"
+    assert dag.timetable.expression == "0 * * * *"  # hourly
+
+
+@pytest.mark.parametrize("dag_id", ["tagger_retrain", "tagger_batch_tag"])
+def test_unpausing_schedules_the_next_tick_not_a_run_now(airflow_ready, dag_id):
+    """A deployment unpauses the DAGs: that must not start a run for the latest past tick (a whole-catalog
+    retrain) at once. Asked the way the scheduler asks for a DAG with no runs yet."""
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    dag = airflow_local.load_dag(dag_id)
+    now = pendulum.now("UTC")
+    info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert info is not None and info.run_after > now, f"{dag_id} would run at once ({info.run_after})"

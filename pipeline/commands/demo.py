@@ -76,6 +76,30 @@ def _print_result(console, settings, version: int, bundle) -> None:
     )
 
 
+def _on_deployment(settings, conf: dict, dag_id: str = "tagger_retrain") -> dict:
+    """Run ``dag_id`` on this home's real Airflow deployment (started when it is not running): tagger_retrain
+    through a catalog Asset event (as a shop's feed job would), tagger_batch_tag through the REST API."""
+    from pipeline.orchestration.deployment import AirflowAPI, Deployment
+
+    dep = Deployment(settings)
+    if not dep.pid("scheduler"):
+        with console.status("starting Airflow: db migrate, scheduler, dag-processor, triggerer, api-server, worker"):
+            dep.up()
+    with AirflowAPI(dep.api_url) as api:
+        before = {r["dag_run_id"] for r in api.runs(dag_id)}
+        if dag_id == "tagger_retrain":
+            api.emit_asset_event("tagger://catalog/snapshot", conf)
+            run_id = api.wait_for_run(dag_id, after=before, timeout_s=120)
+        else:
+            run_id = api.trigger(dag_id, conf)
+        console.print(f"run [bold]{run_id}[/] on {dep.api_url} (Celery worker logs: {dep.log_dir})")
+        with console.status(f"{dag_id} running on the deployment"):
+            api.wait_finished(dag_id, run_id, timeout_s=3600)
+        summary = api.summary(dag_id, run_id)
+    console.print(f"Airflow UI: {dep.api_url}/dags/{dag_id}/runs/{run_id}")
+    return summary
+
+
 def _deepest(slugs: list[str]) -> dict[str, str]:
     """facet -> most specific slug (a category leaf rather than its ancestors)."""
     out: dict[str, str] = {}
@@ -117,6 +141,12 @@ def demo(
     rows: int = typer.Option(DEMO_TRAIN["max_rows"], help="Myntra rows sampled for training (whole catalog imported)."),
     epochs: int = typer.Option(DEMO_TRAIN["epochs"], help="Training epochs."),
     tag_products: int = typer.Option(2000, help="Products tagged by the batch-tagging DAG in this run."),
+    airflow: bool = typer.Option(
+        False,
+        "--airflow",
+        help="Run the DAGs on a real Airflow deployment (`tagger airflow up`: scheduler, Celery worker on Redis) "
+        "instead of in-process dag.test(): a catalog Asset event starts tagger_retrain.",
+    ),
 ) -> None:
     """Run the whole platform once on embedded defaults (Postgres, MLflow store, Triton, Airflow dag.test)."""
     from pipeline import registry
@@ -157,13 +187,19 @@ def demo(
         "Airflow DAG tagger_retrain: validate -> train -> evaluate -> register -> gate -> deploy -> smoke test",
     )
     conf = {"source": source, "spec": spec, "train": {**DEMO_TRAIN, "max_rows": rows, "epochs": epochs}}
-    retrain = airflow_local.run_dag(settings, "tagger_retrain", conf)
+    if airflow:
+        retrain, batch_conf = _on_deployment(settings, conf), {"max_products": tag_products}
+    else:
+        retrain = airflow_local.run_dag(settings, "tagger_retrain", conf)
     _print_tasks(console, retrain)
     if retrain["state"] != "success":
         raise TaggerError(f"tagger_retrain ended {retrain['state']}: {retrain['tasks']} (see the log above)")
 
     _step(console, 4, "Airflow DAG tagger_batch_tag: tag products through Triton, store in Postgres")
-    batch = airflow_local.run_dag(settings, "tagger_batch_tag", {"max_products": tag_products})
+    if airflow:
+        batch = _on_deployment(settings, batch_conf, dag_id="tagger_batch_tag")
+    else:
+        batch = airflow_local.run_dag(settings, "tagger_batch_tag", {"max_products": tag_products})
     _print_tasks(console, batch)
     if batch["state"] != "success":
         raise TaggerError(f"tagger_batch_tag ended {batch['state']}")
@@ -186,14 +222,21 @@ def demo(
         report = conn.scalar(sa.text("select report_path from snapshots order by created_at desc limit 1"))
     af_home = airflow_local.airflow_env(settings)["AIRFLOW_HOME"]
     ui_port = free_port()  # a port nobody holds now: never a fixed one another checkout may be using
+    ui = (
+        f"AIRFLOW_HOME={af_home} AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT={ui_port} "
+        f".venv/bin/airflow standalone   (http://127.0.0.1:{ui_port})"
+    )
+    if airflow:
+        from pipeline.orchestration.deployment import Deployment
+
+        ui = f"{Deployment(settings).api_url}   (`tagger airflow status`; `tagger airflow down` stops it)"
     console.print(
         f"champion:           models:/{settings.registered_model_name}/{champion} served by Triton at "
         f"{settings.triton_grpc_url} (gRPC)\n"
         f"MLflow UI:          .venv/bin/tagger mlflow-ui   then open http://127.0.0.1:5000\n"
         f"validation report:  {report}\n"
         f"model card:         {bundle / 'model_card.md'}\n"
-        f"Airflow UI:         AIRFLOW_HOME={af_home} AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT={ui_port} "
-        f".venv/bin/airflow standalone   (http://127.0.0.1:{ui_port})\n"
+        f"Airflow UI:         {ui}\n"
         f"services:           .venv/bin/tagger services status [--json]   (what this home started, addresses)\n"
         f"stop services:      make services-stop\n"
         f"demo finished in {time.perf_counter() - t0:.0f} s"

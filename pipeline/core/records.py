@@ -119,16 +119,26 @@ def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def _group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
 def stop(record: ServiceRecord, timeout: float = 20.0) -> bool:
     """SIGTERM the recorded process, then SIGKILL what is left of its process group (it was started in a new
-    session, so the group holds only its children). Returns False when it was no longer running."""
-    if not alive(record):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive(record):
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(record.pid, signal.SIGKILL)
-    return True
+    session, so the group holds only its children, e.g. Triton's backend stubs or a worker's task processes).
+    Returns False when it was no longer running."""
+    was_alive = alive(record)
+    if was_alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive(record):
+            time.sleep(0.1)
+    if was_alive or _group_alive(record.pid):  # orphans of a dead leader keep its group id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)
+    return was_alive

@@ -34,6 +34,19 @@ log = logging.getLogger(__name__)
 TRIGGER_TAG = "tagger.trigger"
 
 
+def run_request(params: dict, asset_events: list[dict] | None = None) -> dict:
+    """What a tagger_retrain run was asked to do: the run's params, filled from the newest catalog Asset event's
+    ``extra`` (a feed job emits ``{"source": ..., "spec": ..., "train": {...}}`` with the snapshot) where the
+    params leave them unset."""
+    extra = (asset_events or [{}])[-1] or {}
+    return {
+        "source": params.get("source") or extra.get("source"),
+        "spec": params.get("spec") or extra.get("spec"),
+        "train": dict(params.get("train") or extra.get("train") or {}),
+        "force": bool(params.get("force") or extra.get("force")),
+    }
+
+
 def step_validate(settings: Settings, source: str | None, spec: str | None) -> dict:
     """Validate and snapshot the catalog (unset: the settings' catalog). Raises ValidationFailed on verdict
     *fail* (with the report path)."""

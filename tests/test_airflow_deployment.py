@@ -1,0 +1,155 @@
+"""The DAGs on a real Airflow 3 deployment (``tagger airflow up``): scheduler, dag-processor, triggerer,
+api-server and a Celery worker on the machine's Redis, metadata in Postgres. One deployment for the module, a
+240-row Myntra slice, tiny training. Nothing here is mocked: events go through the REST API, tasks run in
+Celery worker processes, results are read back from the registry, Triton and the database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from helpers.data import myntra_slice
+from helpers.fixtures_train import TINY_OPTIONS
+
+from pipeline.settings import get_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CATALOG_URI = "tagger://catalog/snapshot"
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, fresh_database):
+    """A running deployment for a home of its own; stopped (and its Triton too) at the end."""
+    if not _redis_up():
+        pytest.fail("the Celery broker (Redis at 127.0.0.1:6379) does not answer: this machine and CI run one")
+    from pipeline.catalog.importers import import_catalog
+    from pipeline.catalog.taglib import ensure_schema
+    from pipeline.orchestration.deployment import AirflowAPI, Deployment
+    from serving.server import stop_recorded
+
+    root = tmp_path_factory.mktemp("airflow-deployment")
+    policy = root / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"name": "test", "review": "auto", "floors": {"micro_f1": 0.05}}))
+    env = {
+        "TAGGER_HOME": str(root / "home"),
+        "TAGGER_DATABASE_URL": fresh_database("af_tagger"),
+        "TAGGER_MLFLOW_TRACKING_URI": fresh_database("af_mlflow"),
+        "TAGGER_MLFLOW_ARTIFACT_LOCATION": (root / "mlartifacts").as_uri(),
+        "TAGGER_AIRFLOW_DATABASE_URL": fresh_database("af_meta"),
+        "TAGGER_REGISTERED_MODEL_NAME": f"af-{uuid.uuid4().hex[:6]}",
+        "TAGGER_GATE_POLICY": str(policy),
+        "TAGGER_TRITON_INT8": "false",
+        "TAGGER_RETRY_DELAY_SECONDS": "2",
+        "TAGGER_REVIEW_POKE_SECONDS": "3",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        settings = get_settings()
+        ensure_schema(settings)
+        source = myntra_slice(root / "myntra_240.csv", 240)
+        import_catalog(settings, source, "myntra")
+        dep = Deployment(settings)
+        try:
+            dep.up(wait_s=300)
+            with AirflowAPI(dep.api_url) as api:
+                yield {"dep": dep, "api": api, "settings": settings, "source": source, "policy": policy}
+        finally:
+            dep.down()
+            stop_recorded(settings)
+    get_settings.cache_clear()
+
+
+def test_components_run_as_this_homes_recorded_processes(deployment):
+    from pipeline.core import records
+
+    dep = deployment["dep"]
+    names = {r.name for r in records.all_records(deployment["settings"]) if records.alive(r)}
+    assert {f"airflow-{c}" for c in ("scheduler", "dag-processor", "triggerer", "api-server", "worker-1")} <= names
+    env = dep.env()
+    assert env["AIRFLOW__CORE__EXECUTOR"].endswith("CeleryExecutor")
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] == dep.key_prefix
+    pools = deployment["api"].request("GET", "/pools")["pools"]
+    assert {"name": "training", "slots": 1} in [{"name": p["name"], "slots": p["slots"]} for p in pools]
+
+
+def test_a_catalog_asset_event_retrains_and_serves_a_new_version(deployment):
+    """Case 1: what a shop's feed job does when a snapshot lands; the scheduler does the rest."""
+    from pipeline import registry
+    from serving.client import TaggerClient
+
+    api, settings = deployment["api"], deployment["settings"]
+    before = {r["dag_run_id"] for r in api.runs("tagger_retrain")}
+    extra = {"source": str(deployment["source"]), "spec": "myntra", "train": TINY_OPTIONS}
+    api.emit_asset_event(CATALOG_URI, extra)
+    run_id = api.wait_for_run("tagger_retrain", after=before, timeout_s=120)
+    assert run_id.startswith("asset_triggered__")
+    run = api.wait_finished("tagger_retrain", run_id, timeout_s=600)
+    summary = api.summary("tagger_retrain", run_id)
+    assert run["state"] == "success", summary
+    assert set(summary["tasks"].values()) == {"success"}
+    champion = registry.get_alias(settings, registry.CHAMPION)
+    assert champion is not None
+    with TaggerClient(settings.triton_grpc_url, settings.triton_model_name) as client:
+        served = client.infer(["Puma Men Grey T-shirt"]).model_uris
+    assert served == [f"models:/{settings.registered_model_name}/{champion}"]
+    deployment["first_champion"] = champion
+
+
+def test_batch_tag_scheduled_twice_tags_every_product_exactly_once(deployment):
+    """Case 4: two runs of tagger_batch_tag in a row through the scheduler and the Celery worker."""
+    api, settings = deployment["api"], deployment["settings"]
+    results = []
+    for _ in range(2):
+        run_id = api.trigger("tagger_batch_tag", {"batch_size": 64})
+        run = api.wait_finished("tagger_batch_tag", run_id, timeout_s=300)
+        assert run["state"] == "success", api.summary("tagger_batch_tag", run_id)
+        results.append(run_id)
+    engine = sa.create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            products = conn.scalar(sa.text("select count(*) from products"))
+            tagged = conn.scalar(sa.text("select count(distinct product_pk) from product_tags where source='model'"))
+            dupes = conn.scalar(
+                sa.text(
+                    "select count(*) from (select product_pk, tag_id from product_tags where source='model' "
+                    "group by 1, 2 having count(*) > 1) d"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert products == 240 and tagged == 240 and dupes == 0
+    assert len(set(results)) == 2
+
+
+def test_services_status_shows_the_deployment_as_this_homes(deployment):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("tagger")), "services", "status", "--json"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    rows = {r["name"]: r for r in json.loads(out.stdout)["services"]}
+    assert rows["airflow-scheduler"]["own"] and rows["airflow-api-server"]["state"] == "running"
+    assert rows["triton"]["own"]  # started by the deploy task in a Celery worker, recorded in the home
