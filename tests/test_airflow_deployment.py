@@ -42,7 +42,8 @@ def deployment(tmp_path_factory, fresh_database):
 
     root = tmp_path_factory.mktemp("airflow-deployment")
     policy = root / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"name": "test", "review": "auto", "floors": {"micro_f1": 0.05}}))
+    # a reviewer approves every candidate: the retrain test sees the run park in wait_for_review
+    policy.write_text(yaml.safe_dump({"name": "test-manual", "review": "manual", "floors": {"micro_f1": 0.05}}))
     env = {
         "TAGGER_HOME": str(root / "home"),
         "TAGGER_DATABASE_URL": fresh_database("af_tagger"),
@@ -69,7 +70,7 @@ def deployment(tmp_path_factory, fresh_database):
             with AirflowAPI(dep.api_url) as api:
                 yield {"dep": dep, "api": api, "settings": settings, "source": source, "policy": policy}
         finally:
-            dep.down()
+            dep.down(timeout_s=10)
             stop_recorded(settings)
     get_settings.cache_clear()
 
@@ -88,8 +89,16 @@ def test_components_run_as_this_homes_recorded_processes(deployment):
     assert {"name": "training", "slots": 1} in [{"name": p["name"], "slots": p["slots"]} for p in pools]
 
 
-def test_a_catalog_asset_event_retrains_and_serves_a_new_version(deployment):
-    """Case 1: what a shop's feed job does when a snapshot lands; the scheduler does the rest."""
+def test_asset_event_retrains_waits_for_the_reviewer_without_a_worker_slot_then_serves(deployment):
+    """Cases 1 and 2 in one run (one training, to keep `make test` in budget): what a shop's feed job does when a
+    snapshot lands starts tagger_retrain through the scheduler; the policy asks a reviewer, so wait_for_review
+    reschedules (state up_for_reschedule, no worker slot held) until `tagger models review V --approve`; then the
+    run deploys V and Triton serves it."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
     from pipeline import registry
     from serving.client import TaggerClient
 
@@ -99,16 +108,40 @@ def test_a_catalog_asset_event_retrains_and_serves_a_new_version(deployment):
     api.emit_asset_event(CATALOG_URI, extra)
     run_id = api.wait_for_run("tagger_retrain", after=before, timeout_s=120)
     assert run_id.startswith("asset_triggered__")
-    run = api.wait_finished("tagger_retrain", run_id, timeout_s=600)
+
+    deadline, state = time.monotonic() + 600, None
+    while time.monotonic() < deadline:
+        state = api.task_state("tagger_retrain", run_id, "wait_for_review")
+        if state == "up_for_reschedule" or api.run("tagger_retrain", run_id)["state"] != "running":
+            break
+        time.sleep(2)
+    assert state == "up_for_reschedule", api.summary("tagger_retrain", run_id)
+    time.sleep(8)  # a few poke intervals: still parked, deploy not started, no task holding a worker slot
+    summary = api.summary("tagger_retrain", run_id)
+    assert summary["tasks"]["wait_for_review"] == "up_for_reschedule"
+    assert summary["tasks"]["gate"] == "success"  # verdict needs-review: not a failure
+    assert summary["tasks"].get("deploy") in (None, "none")
+    assert "running" not in summary["tasks"].values()
+    candidate = registry.get_alias(settings, registry.CHALLENGER)
+    assert candidate is not None and registry.get_alias(settings, registry.CHAMPION) is None
+
+    tagger = str(Path(sys.executable).with_name("tagger"))
+    out = subprocess.run(
+        [tagger, "models", "review", str(candidate), "--approve", "--reason", "checked"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    run = api.wait_finished("tagger_retrain", run_id, timeout_s=300)
     summary = api.summary("tagger_retrain", run_id)
     assert run["state"] == "success", summary
     assert set(summary["tasks"].values()) == {"success"}
-    champion = registry.get_alias(settings, registry.CHAMPION)
-    assert champion is not None
+    assert registry.get_alias(settings, registry.CHAMPION) == candidate
     with TaggerClient(settings.triton_grpc_url, settings.triton_model_name) as client:
         served = client.infer(["Puma Men Grey T-shirt"]).model_uris
-    assert served == [f"models:/{settings.registered_model_name}/{champion}"]
-    deployment["first_champion"] = champion
+    assert served == [f"models:/{settings.registered_model_name}/{candidate}"]
 
 
 def test_batch_tag_scheduled_twice_tags_every_product_exactly_once(deployment):
