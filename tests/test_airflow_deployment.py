@@ -5,9 +5,14 @@ Celery worker processes, results are read back from the registry, Triton and the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -55,6 +60,7 @@ def deployment(tmp_path_factory, fresh_database):
         "TAGGER_TRITON_INT8": "false",
         "TAGGER_RETRY_DELAY_SECONDS": "2",
         "TAGGER_REVIEW_POKE_SECONDS": "3",
+        "TAGGER_AIRFLOW_TASK_HEARTBEAT_TIMEOUT": "30",  # a killed worker's task is failed (and retried) after 30 s
     }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
@@ -89,39 +95,75 @@ def test_components_run_as_this_homes_recorded_processes(deployment):
     assert {"name": "training", "slots": 1} in [{"name": p["name"], "slots": p["slots"]} for p in pools]
 
 
-def test_asset_event_retrains_waits_for_the_reviewer_without_a_worker_slot_then_serves(deployment):
-    """Cases 1 and 2 in one run (one training, to keep `make test` in budget): what a shop's feed job does when a
-    snapshot lands starts tagger_retrain through the scheduler; the policy asks a reviewer, so wait_for_review
-    reschedules (state up_for_reschedule, no worker slot held) until `tagger models review V --approve`; then the
-    run deploys V and Triton serves it."""
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+def _kill_worker(dep) -> int:
+    """What a dead worker machine looks like: SIGKILL to the Celery worker and every process under it (the
+    supervisor and the task process it forked, which runs in a process group of its own)."""
+    import psutil
 
+    pid = dep.pid("worker-1")
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+    return pid
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_asset_event_retrain_survives_a_killed_worker_waits_for_review_then_serves(deployment):
+    """Cases 1, 2 and 3 in one run (one training, to keep `make test` in budget):
+    1. a catalog Asset event (what a shop's feed job emits) starts tagger_retrain through the scheduler;
+    3. the Celery worker is SIGKILLed during `train` after a checkpoint: the scheduler fails the try on the
+       missing heartbeat, retries it on a restarted worker, which resumes from the checkpoint (its log says so);
+    2. the policy asks a reviewer, so wait_for_review reschedules (up_for_reschedule, no worker slot held) until
+       `tagger models review V --approve`; then the run deploys V, Triton serves it, and V is the only version."""
     from pipeline import registry
+    from pipeline.core import tracking
     from serving.client import TaggerClient
 
-    api, settings = deployment["api"], deployment["settings"]
+    api, settings, dep = deployment["api"], deployment["settings"], deployment["dep"]
     before = {r["dag_run_id"] for r in api.runs("tagger_retrain")}
-    extra = {"source": str(deployment["source"]), "spec": "myntra", "train": TINY_OPTIONS}
-    api.emit_asset_event(CATALOG_URI, extra)
+    train = {**TINY_OPTIONS, "epochs": 6, "max_steps": 60, "checkpoint_every": 10}
+    api.emit_asset_event(CATALOG_URI, {"source": str(deployment["source"]), "spec": "myntra", "train": train})
     run_id = api.wait_for_run("tagger_retrain", after=before, timeout_s=120)
     assert run_id.startswith("asset_triggered__")
 
-    deadline, state = time.monotonic() + 600, None
-    while time.monotonic() < deadline:
-        state = api.task_state("tagger_retrain", run_id, "wait_for_review")
-        if state == "up_for_reschedule" or api.run("tagger_retrain", run_id)["state"] != "running":
-            break
-        time.sleep(2)
-    assert state == "up_for_reschedule", api.summary("tagger_retrain", run_id)
+    # 3: kill the worker once training has checkpointed, then bring a worker back
+    checkpoints = settings.home_dir / "checkpoints"
+    _wait(lambda: list(checkpoints.glob("*/checkpoint.pt")), 400, "the first training checkpoint", poll=0.2)
+    assert api.task_state("tagger_retrain", run_id, "train") == "running"
+    killed = _kill_worker(dep)
+    dep.up(wait_s=120)  # starts what is not running: a new worker-1
+    assert dep.pid("worker-1") not in (None, killed)
+
+    # 2: parked for the reviewer (after train's retry, evaluate, register, gate)
+    _wait(
+        lambda: (
+            api.task_state("tagger_retrain", run_id, "wait_for_review") == "up_for_reschedule"
+            or api.run("tagger_retrain", run_id)["state"] != "running"
+        ),
+        600,
+        "wait_for_review",
+        poll=2,
+    )
     time.sleep(8)  # a few poke intervals: still parked, deploy not started, no task holding a worker slot
     summary = api.summary("tagger_retrain", run_id)
-    assert summary["tasks"]["wait_for_review"] == "up_for_reschedule"
+    assert summary["tasks"]["wait_for_review"] == "up_for_reschedule", summary
     assert summary["tasks"]["gate"] == "success"  # verdict needs-review: not a failure
     assert summary["tasks"].get("deploy") in (None, "none")
     assert "running" not in summary["tasks"].values()
+    assert summary["tries"]["train"] == 2, summary
+    resumed = api.task_log("tagger_retrain", run_id, "train", 2)
+    assert "resumed from" in resumed and "at step" in resumed, resumed[-3000:]
     candidate = registry.get_alias(settings, registry.CHALLENGER)
     assert candidate is not None and registry.get_alias(settings, registry.CHAMPION) is None
 
@@ -139,6 +181,8 @@ def test_asset_event_retrains_waits_for_the_reviewer_without_a_worker_slot_then_
     assert run["state"] == "success", summary
     assert set(summary["tasks"].values()) == {"success"}
     assert registry.get_alias(settings, registry.CHAMPION) == candidate
+    versions = tracking.client(settings).search_model_versions(f"name = '{settings.registered_model_name}'")
+    assert [int(v.version) for v in versions] == [candidate]  # the killed try registered nothing twice
     with TaggerClient(settings.triton_grpc_url, settings.triton_model_name) as client:
         served = client.infer(["Puma Men Grey T-shirt"]).model_uris
     assert served == [f"models:/{settings.registered_model_name}/{candidate}"]
@@ -172,9 +216,6 @@ def test_batch_tag_scheduled_twice_tags_every_product_exactly_once(deployment):
 
 def test_services_status_shows_the_deployment_as_this_homes(deployment):
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
     out = subprocess.run(
         [str(Path(sys.executable).with_name("tagger")), "services", "status", "--json"],
