@@ -10,11 +10,13 @@ from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
+NEXT_TICK_ONLY = timedelta(0)  # run_immediately: never the past tick (see tagger_retrain)
+
 
 @dag(
     dag_id="tagger_batch_tag",
-    # the next full hour after unpausing, not a run for the past hour at once (no start_date: see tagger_retrain)
-    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+    # the next full hour after unpausing, not a run for the past hour at once (see NEXT_TICK_ONLY in tagger_retrain)
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=NEXT_TICK_ONLY),
     catchup=False,
     max_active_runs=1,
     tags=["catalog-tagger"],

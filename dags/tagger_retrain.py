@@ -26,6 +26,10 @@ INFRA_RETRIES = {
     "retry_exponential_backoff": True,
 }
 NO_RETRY = {"retries": 0}
+# Unpausing waits for the next tick instead of running the latest past one at once (a whole-catalog retrain).
+# Needs no start_date, and a zero window: Airflow treats run_immediately=False like None ("run the past tick
+# when it is within 10% of the period"), so only timedelta(0) means "never the past tick".
+NEXT_TICK_ONLY = timedelta(0)
 
 
 def _settings():
@@ -46,9 +50,10 @@ def _on_failure(context) -> None:
 
 @dag(
     dag_id="tagger_retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[CATALOG]),
-    # No start_date: unpausing waits for the next Monday 03:00 instead of retraining on the whole catalog at once
-    # (with a start_date and catchup=False, Airflow runs the latest past tick the moment the DAG is unpaused).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC", run_immediately=NEXT_TICK_ONLY), assets=[CATALOG]
+    ),
+    # no start_date: with one (and catchup=False) Airflow runs the latest past tick as soon as the DAG is unpaused
     catchup=False,
     max_active_runs=1,
     tags=["catalog-tagger"],

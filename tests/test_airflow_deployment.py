@@ -132,7 +132,7 @@ def test_asset_event_retrain_survives_a_killed_worker_waits_for_review_then_serv
 
     api, settings, dep = deployment["api"], deployment["settings"], deployment["dep"]
     before = {r["dag_run_id"] for r in api.runs("tagger_retrain")}
-    train = {**TINY_OPTIONS, "epochs": 6, "max_steps": 60, "checkpoint_every": 10}
+    train = {**TINY_OPTIONS, "checkpoint_every": 8}  # 40 steps: killed after the first checkpoint
     api.emit_asset_event(CATALOG_URI, {"source": str(deployment["source"]), "spec": "myntra", "train": train})
     run_id = api.wait_for_run("tagger_retrain", after=before, timeout_s=120)
     assert run_id.startswith("asset_triggered__")

@@ -86,16 +86,22 @@ def test_batch_tag_structure(airflow_ready):
 
 
 @pytest.mark.parametrize("dag_id", ["tagger_retrain", "tagger_batch_tag"])
-def test_unpausing_schedules_the_next_tick_not_a_run_now(airflow_ready, dag_id):
+@pytest.mark.parametrize("minutes_after_tick", [0.5, 3, 30])
+def test_unpausing_schedules_the_next_tick_not_a_run_now(airflow_ready, dag_id, minutes_after_tick, monkeypatch):
     """A deployment unpauses the DAGs: that must not start a run for the latest past tick (a whole-catalog
-    retrain) at once. Asked the way the scheduler asks for a DAG with no runs yet."""
+    retrain) at once, however soon after a tick it happens. Asked the way the scheduler asks, of the timetable as
+    the scheduler reads it (serialized and back), for a DAG with no runs yet, at a clock set just after a tick."""
     import pendulum
-    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables import trigger
     from airflow.timetables.base import TimeRestriction
 
     dag = airflow_local.load_dag(dag_id)
-    now = pendulum.now("UTC")
-    info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+    tick = pendulum.datetime(2026, 12, 7, 3, 0, tz="UTC")  # a Monday 03:00: a tick of both DAGs
+    now = tick.add(seconds=int(minutes_after_tick * 60))
+    monkeypatch.setattr(trigger, "utcnow", lambda: now)  # the clock the timetable reads
+    info = timetable.next_dagrun_info(
         last_automated_data_interval=None,
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
     )
