@@ -6,9 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-airflow test test-fast lint format bench gpu-carry clean services-stop
+.PHONY: help venv browser demo demo-airflow test test-fast lint format bench gpu-carry clean services-stop
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -22,13 +23,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create/update the virtual environment (.venv)
 
+browser: ## Install Debian's chromium + chromium-driver when missing (browser tests of the Airflow UI)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver (apt)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
 demo: $(STAMP) ## Run the main job end to end on embedded defaults
 	$(BIN)/tagger demo
 
 demo-airflow: $(STAMP) ## The main job on a real Airflow deployment (scheduler + Celery worker on the local Redis)
 	$(BIN)/tagger demo --airflow
 
-test: $(STAMP) ## Run the whole test suite (unit, data, model, integration)
+test: $(STAMP) browser ## Run the whole test suite (unit, data, model, integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Unit tests only

@@ -188,6 +188,26 @@ def test_asset_event_retrain_survives_a_killed_worker_waits_for_review_then_serv
     assert served == [f"models:/{settings.registered_model_name}/{candidate}"]
 
 
+def test_the_airflow_ui_shows_the_retrain_dag_in_headless_chromium(deployment, tmp_path):
+    """The deployment's own UI, as a user opens it: the tagger_retrain page renders its tasks and its Asset
+    schedule (JavaScript app, served by the api-server). The PNG is what the README shows."""
+    from helpers.browser import headless_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = f"{deployment['dep'].api_url}/dags/tagger_retrain"
+    with headless_chromium() as browser:
+        browser.get(url)
+        body = WebDriverWait(browser, 60).until(
+            lambda b: (t := b.find_element(By.TAG_NAME, "body").text) and "wait_for_review" in t and t
+        )
+        shot = tmp_path / "tagger_retrain.png"
+        browser.save_screenshot(str(shot))
+    for text in ("tagger_retrain", CATALOG_URI, "check_serving", "train", "deploy", "smoke_test", "Latest Run"):
+        assert text in body, f"{text!r} not on {url}"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
 def test_batch_tag_scheduled_twice_tags_every_product_exactly_once(deployment):
     """Case 4: two runs of tagger_batch_tag in a row through the scheduler and the Celery worker."""
     api, settings = deployment["api"], deployment["settings"]
