@@ -227,7 +227,7 @@ def _port_value(field: str, port: int) -> str | int:
     return port if field == "triton_metrics_port" else f"127.0.0.1:{port}"
 
 
-def _free_loopback_port(avoid: set[int]) -> int:
+def free_loopback_port(avoid: set[int] = frozenset()) -> int:
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -252,7 +252,7 @@ def home_ports(home: Path, renew: frozenset[str] = frozenset()) -> dict[str, int
         if missing:
             taken = set(ports.values())
             for f in missing:
-                ports[f] = _free_loopback_port(taken)
+                ports[f] = free_loopback_port(taken)
                 taken.add(ports[f])
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(ports, indent=2))

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -36,7 +35,7 @@ import tritonclient.grpc as grpcclient
 
 from pipeline.core import records
 from pipeline.errors import ServiceError
-from pipeline.settings import Settings
+from pipeline.settings import Settings, free_loopback_port
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,8 @@ def triton_install() -> TritonInstall:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody holds now (the same picker the home's port record uses)."""
+    return free_loopback_port()
 
 
 def _port(url: str) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -23,8 +22,6 @@ from pathlib import Path
 import psutil
 
 from pipeline.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,10 +110,6 @@ def port_free(host: str, port: int) -> bool:
 def bind_host(host: str) -> str:
     """The address a server binds for a URL host: loopback names become 127.0.0.1; others are taken as given."""
     return "127.0.0.1" if host in ("localhost", "") else host
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _group_alive(pgid: int) -> bool:

@@ -246,11 +246,14 @@ class Deployment:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: `down` stops it and every child it made
                 )
-            ports = {"api": state["api_port"]} if name == "api-server" else {}
-            if name.startswith("worker-"):
-                ports = {"logs": state["worker_log_ports"][name]}
+            if name == "api-server":
+                ports = {"api": state["api_port"]}
             elif name == "triggerer":
                 ports = {"logs": state["triggerer_log_port"]}
+            elif name.startswith("worker-"):
+                ports = {"logs": state["worker_log_ports"][name]}
+            else:
+                ports = {}
             records.write(
                 self.settings,
                 records.ServiceRecord(
