@@ -1,6 +1,7 @@
 """What the real Airflow deployment adds to a retraining run, against in-process ``dag.test()``, in one run.
 
-Same home, same catalog slice, same training options (``force``: both train anew), same auto gate policy:
+Same home, same catalog slice, same training options (``force``: both train anew), same gate policy (auto review,
+floors only: the second version must not wait for a reviewer because it does not beat the first):
   (a) ``tagger_retrain`` through ``dag.test()`` in this process (what ``make demo`` does);
   (b) the same DAG on the deployment of ``tagger airflow up`` (scheduler + Celery worker on Redis), started by a
       catalog Asset event as a shop's feed job would.
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from common import save, scratch_settings
+from common import drop_database, save, scratch_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -43,17 +45,20 @@ def main() -> None:
 
     from pipeline.catalog.taglib import ensure_schema
     from pipeline.orchestration import airflow_local
-    from pipeline.orchestration.deployment import AirflowAPI, Deployment
+    from pipeline.orchestration.deployment import AirflowAPI, Deployment, metadata_url
     from pipeline.settings import get_settings
     from serving.server import stop_recorded
 
     base = scratch_settings("bench_airflow")
+    policy = base.home_dir / "bench_policy.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("name: bench-airflow\nreview: auto\nfloors:\n  micro_f1: 0.05\n")
     os.environ.update(
         {
             "TAGGER_HOME": str(base.home_dir),
             "TAGGER_DATABASE_URL": base.database_url,
             "TAGGER_MLFLOW_TRACKING_URI": base.mlflow_tracking_uri,
-            "TAGGER_GATE_POLICY": "demo",
+            "TAGGER_GATE_POLICY": str(policy),
             "TAGGER_TRITON_INT8": "false",
         }
     )
@@ -71,6 +76,8 @@ def main() -> None:
 
     # (b) the deployment (its start-up is not part of a retraining run)
     dep = Deployment(settings)
+    # SIGTERM (kill, timeout) stops what this bench started too (dag.test installs its own handler: set ours now)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         dep.up()
         with AirflowAPI(dep.api_url) as api:
@@ -87,6 +94,8 @@ def main() -> None:
     finally:
         dep.down()
         stop_recorded(settings)
+        for url in (settings.database_url, settings.mlflow_tracking_uri, metadata_url(settings)):
+            drop_database(url)
 
     result = {
         "rows": args.rows,

@@ -128,7 +128,8 @@ class Settings(DagSettings):
     # ---- the Airflow deployment of `tagger airflow up` ----------------------------------------------
     airflow_database_url: str | None = Field(
         default=None,
-        description="Airflow metadata database (SQLAlchemy URL). Unset: database 'airflow' on the project's Postgres.",
+        description="Airflow metadata database (SQLAlchemy URL). Unset: database 'airflow' on the embedded Postgres, "
+        "or 'airflow_<hash of TAGGER_HOME>' beside TAGGER_DATABASE_URL (one per home: deployments never share one).",
     )
     celery_broker_url: str | None = Field(
         default=None,

@@ -183,6 +183,9 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
             "--exit-timeout-secs=10",
+            # ready = the server answers; a model that failed to load (a bad candidate) must not make the server
+            # look down to the next deploy (deploys check each model's own readiness)
+            "--strict-readiness=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         load = self.load
@@ -221,8 +224,16 @@ class TritonServer:
         inst = triton_install()
         log.info("starting tritonserver on %s (repository %s)", self.settings.triton_grpc_url, self.repository)
         logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
+        # stdin: never the caller's. An Airflow 3 task's stdin is its supervisor's socket; the Python backend
+        # starts each stub through bash, and a bash whose stdin is a socket sources ~/.bashrc (a pyenv init
+        # there puts the base interpreter before this venv, and the stub then finds no onnxruntime).
         self.proc = subprocess.Popen(
-            cmd, env=self._env(inst), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=self._env(inst),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._logf = logf
         (_, host, grpc), (_, _, http), (_, _, metrics) = endpoints(self.settings)

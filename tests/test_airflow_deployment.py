@@ -18,9 +18,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from helpers.data import myntra_slice
+from helpers.env import home_env, tagger_env
 from helpers.fixtures_train import TINY_OPTIONS
-
-from pipeline.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +40,6 @@ def deployment(tmp_path_factory, fresh_database):
     if not _redis_up():
         pytest.fail("the Celery broker (Redis at 127.0.0.1:6379) does not answer: this machine and CI run one")
     from pipeline.catalog.importers import import_catalog
-    from pipeline.catalog.taglib import ensure_schema
     from pipeline.orchestration.deployment import AirflowAPI, Deployment
     from serving.server import stop_recorded
 
@@ -49,25 +47,19 @@ def deployment(tmp_path_factory, fresh_database):
     policy = root / "policy.yaml"
     # a reviewer approves every candidate: the retrain test sees the run park in wait_for_review
     policy.write_text(yaml.safe_dump({"name": "test-manual", "review": "manual", "floors": {"micro_f1": 0.05}}))
-    env = {
-        "TAGGER_HOME": str(root / "home"),
-        "TAGGER_DATABASE_URL": fresh_database("af_tagger"),
-        "TAGGER_MLFLOW_TRACKING_URI": fresh_database("af_mlflow"),
-        "TAGGER_MLFLOW_ARTIFACT_LOCATION": (root / "mlartifacts").as_uri(),
-        "TAGGER_AIRFLOW_DATABASE_URL": fresh_database("af_meta"),
-        "TAGGER_REGISTERED_MODEL_NAME": f"af-{uuid.uuid4().hex[:6]}",
-        "TAGGER_GATE_POLICY": str(policy),
-        "TAGGER_TRITON_INT8": "false",
-        "TAGGER_RETRY_DELAY_SECONDS": "2",
-        "TAGGER_REVIEW_POKE_SECONDS": "5",
-        "TAGGER_AIRFLOW_TASK_HEARTBEAT_TIMEOUT": "30",  # a killed worker's task is failed (and retried) after 30 s
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        settings = get_settings()
-        ensure_schema(settings)
+    env = home_env(
+        fresh_database,
+        root,
+        "af",
+        airflow_database_url=fresh_database("af_meta"),
+        registered_model_name=f"af-{uuid.uuid4().hex[:6]}",
+        gate_policy=policy,
+        triton_int8="false",
+        retry_delay_seconds=2,
+        review_poke_seconds=5,
+        airflow_task_heartbeat_timeout=30,  # a killed worker's task is failed (and retried) after 30 s
+    )
+    with tagger_env(env) as (settings, _):
         source = myntra_slice(root / "myntra_240.csv", 240)
         import_catalog(settings, source, "myntra")
         dep = Deployment(settings)
@@ -78,7 +70,6 @@ def deployment(tmp_path_factory, fresh_database):
         finally:
             dep.down(timeout_s=10)
             stop_recorded(settings)
-    get_settings.cache_clear()
 
 
 def test_components_run_as_this_homes_recorded_processes(deployment):

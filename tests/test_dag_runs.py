@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from helpers.data import myntra_slice
+from helpers.env import home_env, tagger_env
 from helpers.fixtures_train import TINY_OPTIONS
 
 from pipeline import registry
@@ -25,30 +26,22 @@ def _policy(path, **floors) -> str:
 @pytest.fixture(scope="module")
 def dag_env(fresh_database, serving_settings, triton, tmp_path_factory):
     """TAGGER_* environment for the DAG tasks (they read settings from the environment, like in production)."""
-    from pipeline.catalog.taglib import ensure_schema
-
     root = tmp_path_factory.mktemp("dags")
-    env = {
+    env = home_env(
+        fresh_database,
+        root,
+        "dag",
         # the home that started the session's Triton: a home serves only from a server it started itself
-        "TAGGER_HOME": str(serving_settings.home_dir),
-        "TAGGER_DATABASE_URL": fresh_database("dag"),
-        "TAGGER_MLFLOW_TRACKING_URI": fresh_database("dagml"),
-        "TAGGER_MLFLOW_ARTIFACT_LOCATION": (root / "mlartifacts").as_uri(),
-        "TAGGER_REGISTERED_MODEL_NAME": "dag-tagger",
-        "TAGGER_TRITON_GRPC_URL": serving_settings.triton_grpc_url,
-        "TAGGER_TRITON_HTTP_URL": serving_settings.triton_http_url,
-        "TAGGER_TRITON_MODEL_REPOSITORY": str(serving_settings.model_repository),
-        "TAGGER_TRITON_MODEL_NAME": "dag_tagger",  # same server as the serving tests, its own model
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        settings = get_settings()
-        ensure_schema(settings)
+        home=serving_settings.home_dir,
+        registered_model_name="dag-tagger",
+        triton_grpc_url=serving_settings.triton_grpc_url,
+        triton_http_url=serving_settings.triton_http_url,
+        triton_model_repository=serving_settings.model_repository,
+        triton_model_name="dag_tagger",  # same server as the serving tests, its own model
+    )
+    with tagger_env(env) as (settings, mp):
         airflow_local.prepare(settings)
         yield {"settings": settings, "root": root, "mp": mp}
-    get_settings.cache_clear()
 
 
 def _run(dag_env, dag_id: str, conf: dict, policy: str | None = None) -> dict:

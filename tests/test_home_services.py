@@ -112,6 +112,18 @@ def test_a_taken_address_is_seen_and_an_explicit_one_is_refused_in_one_line(tmp_
 
 
 # ---- integration: real servers -------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_two_homes_on_one_shared_postgres_get_their_own_airflow_metadata_database(tmp_path):
+    from pipeline.orchestration.deployment import metadata_database_name
+
+    shared = "postgresql+psycopg://postgres@127.0.0.1:5432/shop"
+    a = Settings(home=tmp_path / "a", database_url=shared)
+    b = Settings(home=tmp_path / "b", database_url=shared)
+    assert metadata_database_name(a) != metadata_database_name(b)
+    assert metadata_database_name(a) == metadata_database_name(Settings(home=tmp_path / "a", database_url=shared))
+    assert metadata_database_name(Settings(home=tmp_path / "c")) == "airflow"  # its own embedded server
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_two_homes_side_by_side_each_serve_their_own_model(tmp_path, session_db_url, session_mlflow_uri, golden_bundle):

@@ -74,3 +74,27 @@ def test_ensure_triton_reuses_its_own_server_and_refuses_one_another_home_starte
         ensure_triton(other)  # the same address, from a home that did not start the server there
     msg = str(exc.value)
     assert ours.triton_grpc_url in msg and "TAGGER_TRITON_GRPC_URL" in msg and str(tmp_path / "another-home") in msg
+
+
+def test_server_never_inherits_stdin_and_a_model_that_fails_to_load_leaves_it_ready(triton, serving_settings):
+    """An Airflow 3 task's stdin is its supervisor's socket; a Triton started from it must not get that (the Python
+    backend starts stubs through bash, which then sources ~/.bashrc and may pick another interpreter). A model
+    that fails to load (a broken candidate) must not make the server look down to the next deploy."""
+    import tritonclient.grpc as grpcclient
+
+    from serving.server import is_ready
+
+    assert os.readlink(f"/proc/{triton.proc.pid}/fd/0") == "/dev/null"
+    broken = serving_settings.model_repository / "broken_model"
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "model.py").write_text("raise RuntimeError('this model cannot load')\n")
+    (broken / "config.pbtxt").write_text('name: "broken_model"\nbackend: "python"\nmax_batch_size: 0\n'
+                                         'input [{name: "X", data_type: TYPE_FP32, dims: [1]}]\n'
+                                         'output [{name: "Y", data_type: TYPE_FP32, dims: [1]}]\n')  # fmt: skip
+    client = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    try:
+        with pytest.raises(Exception, match="cannot load"):
+            client.load_model("broken_model")
+        assert is_ready(serving_settings.triton_grpc_url)
+    finally:
+        client.close()

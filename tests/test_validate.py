@@ -313,3 +313,21 @@ def test_cli_prints_verdict_quarantine_and_report(cli_env, planted, tmp_path, mo
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 2 and "file is empty" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_progress_bar_names_each_stage_and_the_rows_read(validate_settings, myntra_spec, tmp_path, capsys):
+    from pipeline.catalog.readers import ROWS_PER_REPORT
+
+    n = ROWS_PER_REPORT + 700  # one report while reading, one at the end
+    r = validate_catalog(myntra_slice(tmp_path / "m.csv", n), myntra_spec, validate_settings, progress=True)
+    err = capsys.readouterr().err
+    stages = ["reading rows", "row checks", "tag checks", "drift checks", "Data Docs", "quarantine", "recording"]
+    seen = [err.find(f"validate: {s}") for s in stages]
+    assert all(i >= 0 for i in seen) and seen == sorted(seen), err[-2000:]  # every stage, in the order they ran
+    assert f"{ROWS_PER_REPORT:,} rows" in err and f"{n:,} rows" in err
+    assert "7/7" in err and r.rows_read == n
+    check_invariant(r)
+
+    validate_catalog(tmp_path / "m.csv", myntra_spec, validate_settings)  # not a terminal: no bar by default
+    assert "validate:" not in capsys.readouterr().err

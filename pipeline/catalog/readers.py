@@ -28,7 +28,7 @@ import re
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,8 @@ import pandas as pd
 
 from pipeline.catalog.spec import DatasetSpec, FacetRule
 from pipeline.errors import CatalogError
+
+ROWS_PER_REPORT = 5000  # read_catalog's on_rows cadence
 
 CONTRACT_COLUMNS = [
     "row_number",
@@ -329,8 +331,11 @@ def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]
     }
 
 
-def read_catalog(path: str | Path, spec: DatasetSpec, limit: int | None = None) -> CatalogRead:
-    """Read ``path`` through ``spec``.
+def read_catalog(
+    path: str | Path, spec: DatasetSpec, limit: int | None = None, on_rows: Callable[[int], None] | None = None
+) -> CatalogRead:
+    """Read ``path`` through ``spec``; ``on_rows(n)`` hears the number of rows read so far, every
+    ``ROWS_PER_REPORT`` rows and once at the end (a progress bar).
 
     Raises:
         CatalogError: the file as a whole is unusable (missing, empty, wrong format, missing columns).
@@ -349,8 +354,12 @@ def read_catalog(path: str | Path, spec: DatasetSpec, limit: int | None = None) 
             rejects.append(reject)
         else:
             rows.append(_to_contract(rec, row, spec, seen))
+        if on_rows is not None and (len(rows) + len(rejects)) % ROWS_PER_REPORT == 0:
+            on_rows(len(rows) + len(rejects))
         if limit is not None and len(rows) + len(rejects) >= limit:
             break
+    if on_rows is not None:
+        on_rows(len(rows) + len(rejects))
     frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
     frame["row_number"] = frame["row_number"].astype("int64")
     return CatalogRead(frame=frame, rejects=rejects, tags=seen, spec=spec, path=str(path))

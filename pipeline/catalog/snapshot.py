@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -77,15 +78,18 @@ def snapshot_dir(settings: Settings, snapshot_id: str) -> Path:
 
 
 # ---- reading sources -----------------------------------------------------------------------------------
-def read_source(source: str | Path, spec: DatasetSpec, engine: sa.Engine | None = None) -> CatalogRead:
-    """Read a file through ``spec``, or the products table when ``source`` starts with ``db:``.
+def read_source(
+    source: str | Path, spec: DatasetSpec, engine: sa.Engine | None = None, on_rows: Callable[[int], None] | None = None
+) -> CatalogRead:
+    """Read a file through ``spec`` (``on_rows``: see :func:`read_catalog`), or the products table when ``source``
+    starts with ``db:``.
 
     Raises:
         CatalogError: the file as a whole is unusable, or the products table holds no such catalog.
     """
     text = str(source)
     if not text.startswith(DB_PREFIX):
-        return read_catalog(source, spec)
+        return read_catalog(source, spec, on_rows=on_rows)
     if engine is None:
         raise CatalogError(f"source {text!r} reads from Postgres but no database engine was given")
     return read_products_table(engine, spec, text)

@@ -62,6 +62,13 @@ def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+QUIET_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # INFO: table creation, system metrics start/stop, per-run notes
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # "Loading weights" bars each time a bundle is loaded
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def broker_url(settings: Settings) -> str:
     """The Celery broker: the setting, else the local Redis when it answers; else a one-line error."""
     if settings.celery_broker_url:
@@ -74,12 +81,21 @@ def broker_url(settings: Settings) -> str:
     )
 
 
+def metadata_database_name(settings: Settings) -> str:
+    """The default metadata database: ``airflow`` on the home's own embedded server; on a server other homes may
+    use too (``TAGGER_DATABASE_URL``), ``airflow_<hash of the home>``: two deployments on one metadata database
+    would run each other's DAG runs."""
+    if not settings.database_url:
+        return "airflow"
+    return f"airflow_{hashlib.sha256(str(settings.home_dir.resolve()).encode()).hexdigest()[:10]}"
+
+
 def metadata_url(settings: Settings) -> str:
     """Airflow's metadata database, created when missing."""
     if settings.airflow_database_url:
         url = _as_sqlalchemy(settings.airflow_database_url)
     else:
-        url = _with_database(database_url(settings), "airflow")
+        url = _with_database(database_url(settings), metadata_database_name(settings))
     ensure_database_exists(url)
     return url
 
@@ -177,6 +193,8 @@ class Deployment:
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.key_prefix,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.settings.airflow_worker_concurrency),
+            # the worker imports the task steps once; each task's forked process inherits them (celery_preload)
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "pipeline.orchestration.celery_preload.CELERY_CONFIG",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.settings.airflow_task_heartbeat_timeout),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
@@ -186,6 +204,9 @@ class Deployment:
             "AIRFLOW__TRIGGERER__TRIGGERER_LOG_SERVER_PORT": str(state["triggerer_log_port"]),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         }
+        # task logs without notes a user cannot act on (as the CLI): a shell's own setting wins
+        for key, value in QUIET_ENV.items():
+            env.setdefault(key, value)
         return env
 
     def _airflow(self) -> list[str]:

@@ -266,15 +266,20 @@ class Batch:
     frame: Callable[[list[RuleOutcome]], pd.DataFrame | None]
 
 
-def run_suites(batches: list[Batch], site_dir: Path, run_name: str) -> SuiteRun:
+def run_suites(
+    batches: list[Batch], site_dir: Path, run_name: str, on_stage: Callable[[str], None] | None = None
+) -> SuiteRun:
     """Validate each batch in order through its own suite and checkpoint (COMPLETE results, failing rows by
-    ``key``), then build the Data Docs site in ``site_dir``; return the per-rule outcomes."""
+    ``key``), then build the Data Docs site in ``site_dir``; return the per-rule outcomes. ``on_stage`` hears
+    each batch's suite name as it starts, then ``"data docs"``."""
+    stage = on_stage or (lambda _: None)
 
     site_dir.mkdir(parents=True, exist_ok=True)
     ctx = _context(site_dir)
     source = ctx.data_sources.add_pandas("catalog")
     outcomes: list[RuleOutcome] = []
     for b in batches:
+        stage(b.name)
         frame = b.frame(outcomes)
         if frame is None:
             continue
@@ -295,6 +300,7 @@ def run_suites(batches: list[Batch], site_dir: Path, run_name: str) -> SuiteRun:
         result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
         for vr in result.run_results.values():
             outcomes += _outcomes(vr, by_id, b.key)
+    stage("data docs")
     # one Data Docs build for all results (an UpdateDataDocsAction per checkpoint renders the site each time)
     ctx.build_data_docs(site_names=["catalog_validation"])
     index = site_dir / "index.html"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
+from tqdm.auto import tqdm
 
 from pipeline import db
 from pipeline.catalog import snapshot
@@ -227,6 +228,43 @@ def _verdict(
     return verdict, fails, warns
 
 
+# ---- progress ------------------------------------------------------------------------------------------
+_STAGES = {  # in the order they run -> what the bar says
+    "read": "reading rows",
+    expectations.ROW_SUITE: "row checks",
+    expectations.TAG_SUITE: "tag checks",
+    expectations.DRIFT_SUITE: "drift checks",
+    "data docs": "Data Docs",
+    "quarantine": "quarantine",
+    "record": "recording",
+}
+
+
+class _Progress:
+    """One bar over the validation's stages, with the rows read so far while reading. ``enabled=None`` lets
+    tqdm decide (shown on a terminal, not in Airflow's task logs)."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        disable = None if enabled is None else not enabled
+        self.bar = tqdm(total=len(_STAGES), unit="stage", desc="validate", disable=disable)
+        self.current: str | None = None
+
+    def stage(self, name: str) -> None:
+        """``name`` starts (the one before it is done)."""
+        if self.current is not None:
+            self.bar.update(1)
+        self.current = name
+        self.bar.set_description_str(f"validate: {_STAGES.get(name, name)}")
+
+    def rows(self, n: int) -> None:
+        self.bar.set_postfix_str(f"{n:,} rows")
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.set_description_str("validate")
+        self.bar.close()
+
+
 # ---- entry point ---------------------------------------------------------------------------------------
 @dataclass
 class _Run:
@@ -250,11 +288,17 @@ class _Run:
 
 
 def validate_catalog(
-    source: str | Path, spec: str | DatasetSpec, settings: Settings, *, options: ValidationOptions | None = None
+    source: str | Path,
+    spec: str | DatasetSpec,
+    settings: Settings,
+    *,
+    options: ValidationOptions | None = None,
+    progress: bool | None = None,
 ) -> ValidationResult:
     """Validate a catalog source (file path or ``db:products[/<catalog>]``) and record the snapshot.
 
-    Returns the result for every verdict, *fail* included (the caller decides to stop).
+    Returns the result for every verdict, *fail* included (the caller decides to stop). ``progress``: a bar
+    over the stages (None: on a terminal only).
 
     Raises:
         CatalogError: the source is unusable as a whole (see the module docstring).
@@ -265,8 +309,27 @@ def validate_catalog(
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     engine = get_engine(settings)
     _ensure_schema(engine)
-    run = _read_snapshot(source, spec, opts, engine, settings)  # 1. read, digest, id
-    _run_expectations(run, engine)  # 2-3. GX suites: rows, tags of the accepted rows, drift of those
+    bar = _Progress(progress)
+    try:
+        result = _validate(source, spec, opts, engine, settings, bar, started)
+    finally:
+        bar.close()
+    log.info(
+        "snapshot %s: verdict %s (%d accepted, %d quarantined)",
+        result.snapshot_id,
+        result.verdict,
+        result.rows_accepted,
+        result.rows_quarantined,
+    )
+    return result
+
+
+def _validate(source, spec: DatasetSpec, opts: ValidationOptions, engine, settings: Settings, bar: _Progress, started):
+    """The stages of :func:`validate_catalog`, in order."""
+    bar.stage("read")
+    run = _read_snapshot(source, spec, opts, engine, settings, bar.rows)  # 1. read, digest, id
+    _run_expectations(run, engine, bar.stage)  # 2-3. GX suites: rows, tags of the accepted rows, drift of those
+    bar.stage("quarantine")
     quarantine, n_quarantined = _quarantine_and_accept(run)  # 4. quarantine with a reason, keep the rest
     candidates, rare, trainable_ok = _tag_findings(run)  # 5. new-tag candidates, rare trainable tags
     verdict, reasons, failed = _decide(run, quarantine, n_quarantined, rare, trainable_ok)  # 6. verdict
@@ -290,16 +353,16 @@ def validate_catalog(
         result_path=str((run.site_dir if run.report_path else run.snap_dir) / "validation_result.json"),
         seconds=round(time.perf_counter() - started, 3),
     )
+    bar.stage("record")
     _record(run, result, quarantine, engine)
-    log.info(
-        "snapshot %s: verdict %s (%d accepted, %d quarantined)", run.sid, verdict, len(run.accepted), n_quarantined
-    )
     return result
 
 
-def _read_snapshot(source, spec: DatasetSpec, opts: ValidationOptions, engine: sa.Engine, settings: Settings) -> _Run:
+def _read_snapshot(
+    source, spec: DatasetSpec, opts: ValidationOptions, engine: sa.Engine, settings: Settings, on_rows=None
+) -> _Run:
     """Read the source, identify its content (digest -> snapshot id), prepare the snapshot and report folders."""
-    read = snapshot.read_source(source, spec, engine)
+    read = snapshot.read_source(source, spec, engine, on_rows=on_rows)
     digest = snapshot.content_digest(read.frame, read.rejects)
     sid = snapshot.snapshot_id_for(spec.name, digest)
     snap_dir = snapshot.snapshot_dir(settings, sid)
@@ -310,7 +373,7 @@ def _read_snapshot(source, spec: DatasetSpec, opts: ValidationOptions, engine: s
     return _Run(str(source), spec, opts, read, digest, sid, snap_dir, site_dir)
 
 
-def _run_expectations(run: _Run, engine: sa.Engine) -> None:
+def _run_expectations(run: _Run, engine: sa.Engine, on_stage=None) -> None:
     """The three GX suites in order: the parsed rows; the tags of the rows that passed; their drift against the
     last accepted snapshot of this spec. Leaves outcomes, accepted rows, stats and drift on ``run``."""
     opts, E = run.opts, expectations
@@ -358,7 +421,8 @@ def _run_expectations(run: _Run, engine: sa.Engine) -> None:
             measure_drift,
         ),
     ]
-    suite_run = E.run_suites(batches, run.site_dir, run.sid) if len(rows) else E.SuiteRun(outcomes=[], report_path=None)
+    empty = E.SuiteRun(outcomes=[], report_path=None)
+    suite_run = E.run_suites(batches, run.site_dir, run.sid, on_stage) if len(rows) else empty
     run.outcomes, run.report_path = suite_run.outcomes, suite_run.report_path
 
 
