@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--source", default=None)
     ap.add_argument("--max-train-rows", type=int, default=None)
     ap.add_argument("--max-rows", type=int, default=None)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="default: TrainOptions' (or the encoder's own)")
+    ap.add_argument("--encoder", default=None, help="minilm-l6, e5-small or a folder (default: by the spec's locale)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -70,7 +71,8 @@ def from_training(args):
         atexit.register(drop_database, url)
     source = args.source or default_source(args.spec, settings.data_dir)
     opts = TrainOptions(
-        epochs=args.epochs,
+        **({"epochs": args.epochs} if args.epochs else {}),
+        encoder=args.encoder,
         max_train_rows=args.max_train_rows,
         max_rows=args.max_rows,
         max_length=args.max_length,
@@ -82,9 +84,10 @@ def from_training(args):
     train_s = time.perf_counter() - t0
     spec = load_spec(args.spec)
     frame, _ = load_source(source, spec, settings)
+    bundle = load_bundle(result.bundle_path)
+    opts = TrainOptions(**{**bundle.meta["train_options"], "progress": False})  # as trained (encoder defaults)
     prep = prepare_data(frame, spec, opts)
     assert prep.test_digest == result.test_digest
-    bundle = load_bundle(result.bundle_path)
     lm, test = bundle.label_map, prep.part("test")
     preds = {"tagger": decide(bundle.scores(test["text"].tolist()), lm, bundle.thresholds)}  # as served (hybrid)
     if bundle.tfidf is not None:  # the encoder alone, thresholds calibrated on validation as training does
@@ -92,7 +95,8 @@ def from_training(args):
         *_, preds["encoder alone"] = decide_with_val_thresholds(val_logits, prep.y("val"), test_logits, lm)
     device = result.device + ("" if torch.cuda.is_available() else " (no GPU on this machine)")
     meta = {"source": source, "run_id": result.run_id, "bundle": result.bundle_path, "device": device,
-            "epochs": args.epochs, "train_wall_s": train_s, "train_samples_per_s": result.samples_per_s}  # fmt: skip
+            "encoder": bundle.meta.get("encoder"), "epochs": opts.epochs, "train_wall_s": train_s,
+            "train_samples_per_s": result.samples_per_s}  # fmt: skip
     return prep, preds, meta
 
 
@@ -141,7 +145,7 @@ def from_logits(args):
     return prep, {"tagger": hybrid, "encoder alone": encoder_alone}, meta, base
 
 
-def report(args, prep, preds: dict, meta: dict, base=None) -> None:
+def report(args, prep, preds: dict, meta: dict, base=None) -> dict:
     """The baseline (``base``, else refitted on the same training rows) beside ``preds``; paired bootstrap CIs;
     JSON + Markdown table in bench/results."""
     from pipeline.metrics import bootstrap_ci, facet_score, micro_f1
@@ -209,6 +213,7 @@ def report(args, prep, preds: dict, meta: dict, base=None) -> None:
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return out
 
 
 if __name__ == "__main__":

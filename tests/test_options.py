@@ -59,3 +59,12 @@ def test_a_spec_without_data_file_needs_a_source(tmp_path):
     spec.write_text("name: shop\nformat: csv\ncolumns: {product_id: id, title: t}\n")
     with pytest.raises(SpecError, match="names no data_file; pass the catalog"):
         resolve_catalog(Settings(home=tmp_path / "h", data_dir=tmp_path), str(spec))
+
+
+@pytest.mark.unit
+def test_encoder_defaults_replace_only_options_left_at_their_default():
+    from pipeline.training.options import TrainOptions
+
+    got = TrainOptions(lr=3e-4).with_defaults({"epochs": 8, "lr": 5e-5})
+    assert got.epochs == 8 and got.lr == 3e-4  # epochs was at its default, lr was set
+    assert TrainOptions().with_defaults({}) == TrainOptions()

@@ -162,3 +162,35 @@ def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serv
     for w, g in zip(want, got, strict=True):
         assert [t["slug"] for t in g] == [t["slug"] for t in w]
         assert np.allclose([t["score"] for t in g], [t["score"] for t in w], atol=1e-3)
+
+
+def test_an_e5_version_round_trips_chinese_text_through_triton(triton, serving_settings, e5_bundle):
+    """The Chinese catalog's e5-small bundle (trimmed vocabulary, ``query: `` prefix inside its tokenizer) served by
+    Triton tags Chinese titles exactly as the bundle does in PyTorch."""
+    import tritonclient.grpc as grpcclient
+
+    from pipeline.training.bundle import load_bundle
+    from serving.client import TaggerClient
+    from serving.repository import build_version
+
+    name = "tagger_e5"
+    vdir = build_version(e5_bundle.path, serving_settings.model_repository, name, 1, "models:/e5/1", golden=[])
+    assert "query: " in (vdir / "tokenizer.json").read_text(encoding="utf-8")
+    texts = [json.loads(line)["text"] for line in (e5_bundle.path / "test_split.jsonl").read_text().splitlines()][:16]
+    texts += [
+        "香港直邮韩国AHC黄金水乳霜套盒",
+        "欧莱雅男士洗面奶控油补水～100ml",
+    ]  # one with a character the catalog lacks
+    want = load_bundle(e5_bundle.path).predict(texts)
+    admin = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    admin.load_model(name)
+    try:
+        with TaggerClient(serving_settings.triton_grpc_url, name, timeout=60) as c:
+            got = c.tag(texts)
+    finally:
+        admin.unload_model(name)
+        admin.close()
+    assert any(got), "the tiny e5 tagger predicted nothing at all"
+    for w, g in zip(want, got, strict=True):
+        assert [t["slug"] for t in g] == [t["slug"] for t in w]
+        assert np.allclose([t["score"] for t in g], [t["score"] for t in w], atol=1e-3)

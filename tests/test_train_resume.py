@@ -79,3 +79,15 @@ def test_tag_loss_matches_a_hand_computed_value_and_skips_rows_without_a_label()
     assert float(tag_loss(logits, y, lm)) == pytest.approx((math.log(4) + 2 * math.log(2)) / 2, rel=1e-6)
     y[0, :2] = 0  # no exclusive label anywhere: only the multi-valued part remains
     assert float(tag_loss(logits, y, lm)) == pytest.approx(2 * math.log(2) / 2, rel=1e-6)
+
+
+def test_min_steps_adds_epochs_to_a_small_catalog(tiny, tmp_path):
+    """One epoch of this slice is a handful of steps; ``min_steps`` trains whole epochs until at least that many."""
+    import math
+
+    _, _, data = tiny
+    per_epoch = math.ceil(len(data["train"][0]) / OPTS["batch_size"])
+    _, state = _run(tiny, tmp_path / "c", epochs=1, max_steps=None, min_steps=2 * per_epoch + 1, patience=99)
+    assert state.step == 3 * per_epoch and state.epoch == 3
+    _, state = _run(tiny, tmp_path / "d", epochs=1, max_steps=None, patience=99)
+    assert state.step == per_epoch  # no floor: the one epoch asked for

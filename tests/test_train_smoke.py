@@ -75,24 +75,23 @@ def test_bundle_predictions_are_hierarchy_consistent(tiny_bundle):
     assert any(t["slug"] == "gender:male" for t in preds[0])
 
 
-def test_product1m_trains_through_its_spec(tmp_path, settings):
-    """Chinese titles, multi-valued brand/product_type facets: same code, per-tag thresholds calibrated."""
-    from helpers.data import product1m_slice
+def test_product1m_trains_through_its_spec_on_e5_chosen_by_its_locale(e5_bundle):
+    """Chinese titles, multi-valued brand/product_type facets: same code, per-tag thresholds calibrated; no encoder
+    named, so the catalog's locale (zh) picks e5-small, trimmed to the catalog's pieces."""
+    import mlflow
 
-    from pipeline.evaluation.evaluate import evaluate_run
     from pipeline.training.bundle import load_bundle
-    from pipeline.training.options import TrainOptions
-    from pipeline.training.train import train
 
-    src = product1m_slice(tmp_path / "p1m.txt", 200)
-    opts = TrainOptions(
-        max_length=40, batch_size=16, epochs=1, max_steps=6, min_tag_count=3, progress=False, precision="fp32"
-    )
-    result = train(str(src), "product1m", settings, opts)
-    facets = evaluate_run(result.bundle_path, settings).metrics["model"]["facets"]
+    result, settings = e5_bundle.result, e5_bundle.settings
+    facets = e5_bundle.evaluation.metrics["model"]["facets"]
     assert set(facets) == {"brand", "product_type"} and not facets["brand"]["exclusive"]
     b = load_bundle(result.bundle_path)
     assert b.meta["spec"] == "product1m" and b.meta["locale"] == "zh"
+    assert b.meta["encoder"] == "e5-small" and b.meta["encoder_prefix"] == "query: "
+    assert "e5-small" in (b.path / "model_card.md").read_text(encoding="utf-8")
+    assert 1_000 < b.model.encoder.config.vocab_size < 100_000  # trimmed from 250,037 pieces
+    run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(result.run_id)
+    assert run.data.params["encoder"] == "e5-small" and "zh" in run.data.params["encoder_choice"]
     multi = [i for f in b.label_map.facets for i in range(f.start, f.end) if not f.exclusive]
     assert len(multi) == len(b.label_map) and all(0.0 < b.thresholds[i] < 1.0 for i in multi)
     # the bundle as loaded decides exactly what training recorded for its held-out rows (what evaluation scored)
@@ -130,3 +129,25 @@ def test_psycopg_notes_on_handled_pipeline_aborts_are_dropped_and_other_warnings
         psycopg_log.warning("error ignored terminating %r: %s", pipeline, "pipeline aborted")
         psycopg_log.warning("error ignored terminating %r: %s", pipeline, "duplicate key value violates unique")
     assert [r.getMessage()[-35:] for r in caplog.records] == ["duplicate key value violates unique"]
+
+
+@pytest.mark.integration
+def test_a_chinese_catalog_retrained_on_e5_shows_the_encoder_change_in_models_compare(e5_bundle, tmp_path):
+    """The same 200 Product1M rows trained before on MiniLM (asked for by name) and now on e5-small (its locale's
+    default): `tagger models compare` names each version's encoder beside the metric deltas."""
+    from pipeline.evaluation.evaluate import evaluate_run
+    from pipeline.registry.compare import compare
+    from pipeline.registry.versions import register_bundle
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
+
+    settings = e5_bundle.settings.model_copy(update={"registered_model_name": f"zh-{tmp_path.name[-8:]}"})
+    opts = TrainOptions(encoder="minilm-l6", max_length=40, batch_size=16, epochs=1, max_steps=6, min_tag_count=3,
+                        progress=False, precision="fp32")  # fmt: skip
+    before = train(str(e5_bundle.catalog), "product1m", settings, opts)
+    evaluate_run(before.bundle_path, settings)
+    v1 = register_bundle(settings, before.bundle_path).version
+    v2 = register_bundle(settings, e5_bundle.path).version
+    rows = {r["metric"]: r for r in compare(settings, v1, v2, tmp_path).rows}
+    assert (rows["encoder"]["a"], rows["encoder"]["b"]) == ("minilm-l6", "e5-small")
+    assert rows["micro_f1"]["delta"] is not None  # both scored on the same frozen test split

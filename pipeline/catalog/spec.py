@@ -53,6 +53,7 @@ class DatasetSpec:
     description: str = ""
     source_path: str = ""
     data_file: str | None = None  # the shared catalog file this spec describes, relative to TAGGER_DATA_DIR
+    encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
 
     @property
     def exclusive_facets(self) -> list[str]:
@@ -158,6 +159,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
         description=str(raw.get("description", "")),
         source_path=source,
         data_file=raw.get("data_file"),
+        encoder=str(raw["encoder"]) if raw.get("encoder") else None,
     )
 
 

@@ -102,6 +102,8 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     if info.get("hybrid"):
         metrics["hybrid"] = info["hybrid"]
     metrics.update({k: info[k] for k in ("test_digest", "dataset_digest", "n_test", "n_train", "n_val")})
+    meta = json.loads((bundle / "bundle.json").read_text()) if (bundle / "bundle.json").exists() else {}
+    metrics["encoder_name"] = meta.get("encoder") or meta.get("encoder_source")  # what `models compare` shows
     hybrid = "encoder" in systems
     curves = {}
     for name in ("encoder", "model", "baseline"):

@@ -24,7 +24,8 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
         f"- Source: `{meta.get('source')}` through dataset spec `{meta.get('spec')}`",
         f"- Dataset digest: `{meta.get('dataset_digest')}`",
         f"- Model text: {' | '.join(meta.get('text_fields', []))} (max {meta.get('max_length')} tokens)",
-        f"- Encoder: `{meta.get('encoder_source')}`",
+        f"- Encoder: {meta.get('encoder', 'a local folder')} (`{meta.get('encoder_source')}`)"
+        + (f", texts prefixed {meta['encoder_prefix']!r} by its tokenizer" if meta.get("encoder_prefix") else ""),
         "- Scores: "
         + (
             "hybrid: per facet (1 - w) x encoder probability + w x TF-IDF linear model probability, w chosen on "

@@ -36,7 +36,8 @@ def metric_rows(ma: dict, mb: dict) -> list[dict]:
         delta = round(b - a, 6) if isinstance(a, int | float) and isinstance(b, int | float) else None
         return {"metric": metric, "a": a, "b": b, "delta": delta}
 
-    rows = [row(k, ma["model"].get(k), mb["model"].get(k)) for k in HEADLINE]
+    rows = [row("encoder", ma.get("encoder_name"), mb.get("encoder_name"))]  # a retrain on another encoder
+    rows += [row(k, ma["model"].get(k), mb["model"].get(k)) for k in HEADLINE]
     rows.append(
         row("baseline.micro_f1", (ma.get("baseline") or {}).get("micro_f1"), (mb.get("baseline") or {}).get("micro_f1"))
     )

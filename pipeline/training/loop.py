@@ -209,7 +209,9 @@ def fit(
     lengths = [len(x) for x in train_ids]
     n_batches = math.ceil(len(train_ids) / options.batch_size)
     steps_per_epoch = math.ceil(n_batches / options.grad_accum)
-    total = options.epochs * steps_per_epoch
+    # a small catalog gets more epochs until min_steps optimizer steps (few steps teach a fine facet nothing)
+    epochs = max(options.epochs, math.ceil(options.min_steps / steps_per_epoch))
+    total = epochs * steps_per_epoch
     total = min(total, options.max_steps) if options.max_steps else total
     model.to(device)
     opt = _optimizer(model, options)
@@ -320,7 +322,7 @@ def fit(
             state.epoch, state.batch_pos = state.epoch + 1, 0
         if state.last_eval_step != state.step:
             validate()
-        state.done = state.bad_evals >= options.patience or state.step >= total or state.epoch >= options.epochs
+        state.done = state.bad_evals >= options.patience or state.step >= total or state.epoch >= epochs
         _save_checkpoint(checkpoint_dir, model, opt, sched, state, best)
     bar.close()
     if best is not None:

@@ -6,6 +6,7 @@ Standard library only, so a DAG file can build its parameter schema at parse tim
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -21,7 +22,9 @@ class TrainOptions:
     """How a tagger is trained. ``cli=False`` fields are for tests and benchmarks, not the command line."""
 
     encoder: str | None = _opt(
-        None, "HF encoder path or name (default: TAGGER_ENCODER, else packaged all-MiniLM-L6-v2)."
+        None,
+        "Encoder: minilm-l6, e5-small (see `tagger encoders list`) or a local transformers folder. Default: "
+        "TAGGER_ENCODER, else the spec's encoder:, else by the catalog's locale (zh/mixed: e5-small, else minilm-l6).",
     )
     max_length: int = _opt(48, "Token cap per text (Myntra titles are ~10-20 tokens).")
     batch_size: int = _opt(32, "Rows per micro-batch.")
@@ -32,12 +35,18 @@ class TrainOptions:
     warmup_ratio: float = _opt(0.06, "Share of the optimizer steps spent warming the learning rate up.")
     epochs: int = _opt(5, "Epochs (early stopping on validation micro-F1 may end sooner).")
     max_steps: int | None = _opt(None, "Cap on optimizer steps (the schedule decays over it).")
+    min_steps: int = _opt(0, "Floor of optimizer steps: a small catalog trains more epochs until it has this many.")
     max_rows: int | None = _opt(None, "Sample this many catalog rows first (demo slices; the test split shrinks).")
     max_train_rows: int | None = _opt(None, "Cap the training split only (validation and test stay whole).")
     patience: int = _opt(2, "Validations without a better micro-F1 before stopping.")
     eval_every: int | None = _opt(None, "Optimizer steps between validations (default: once per epoch).")
     min_tag_count: int = _opt(5, "Tags with fewer training examples are left out of the head.")
     dropout: float = _opt(0.1, "Dropout before the tag head.")
+    trim_vocab: bool = _opt(
+        True,
+        "Trim a multilingual encoder's vocabulary (e5-small: 250k pieces, 96M of its 118M weights) to the pieces the "
+        "catalog uses plus every single character of its scripts.",
+    )
     seed: int = _opt(13, "Seed of initialisation, batch order and catalog sampling.")
     split_seed: int = _opt(0, "Seed of the title-hash split (changing it changes the frozen test split).")
     precision: str = _opt("auto", "auto | bf16 | fp32 (auto: bf16 on CUDA and on CPUs where a probe finds it faster).")
@@ -52,6 +61,13 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.hybrid and not self.baseline:  # the TF-IDF half is the baseline: no baseline, no hybrid
             object.__setattr__(self, "hybrid", False)
+
+    def with_defaults(self, defaults: dict) -> TrainOptions:
+        """These options with ``defaults`` (an encoder's own) in place of every option still at its class default;
+        an option a user set to something else is kept."""
+        base = {f.name: f.default for f in fields(self)}
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) == base[k]}
+        return dataclasses.replace(self, **changes) if changes else self
 
     def key_fields(self) -> dict:
         """Options that define the run (a checkpoint is resumed only when these match)."""

