@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -65,6 +66,12 @@ def _print_result(console, settings, version: int, bundle) -> None:
         point, low, high = intervals[key]
         table.add_row(names.get(key, key), f"{point:.4f}", f"[{low:.4f}, {high:.4f}]")
     console.print(table)
+    meta_file = Path(bundle) / "bundle.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    if meta.get("encoder"):
+        opts = meta.get("train_options") or {}
+        console.print(f"encoder: [bold]{meta['encoder']}[/] (catalog locale {meta.get('locale')!r}; "
+                      f"{opts.get('epochs')} epochs; `tagger encoders list` shows the others)")  # fmt: skip
     report = settings.reports_dir / "gate" / f"{settings.registered_model_name}-v{version}.json"
     if report.exists():
         gate = json.loads(report.read_text())
