@@ -33,9 +33,11 @@ def main() -> None:
     ap.add_argument("--max-train-rows", type=int, default=None)
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="default: each encoder's own")
+    ap.add_argument("--lr", type=float, default=None, help="default: each encoder's own")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--tag", default="", help="suffix of the result file names")
     args = ap.parse_args()
     from pipeline.cli import setup_logging
     from pipeline.settings import get_settings
@@ -44,7 +46,8 @@ def main() -> None:
     setup_logging()
     rows, digest = {}, None
     for name in args.encoders:
-        run = argparse.Namespace(**vars(args), encoder=name, tag=name, from_logits=None)
+        tag = f"{name}_{args.tag}" if args.tag else name
+        run = argparse.Namespace(**{**vars(args), "tag": tag}, encoder=name, from_logits=None)
         prep, preds, meta = from_training(run)
         if digest is not None and prep.test_digest != digest:
             raise SystemExit(f"{name} was scored on another test split ({prep.test_digest[:12]} vs {digest[:12]})")
@@ -69,7 +72,10 @@ def main() -> None:
         }
     result = {"command": ".venv/bin/python " + " ".join(sys.argv), "spec": args.spec, "test_digest": digest,
               "encoders": rows}  # fmt: skip
-    save(f"bench_encoders_{args.spec}", result)
+    from pipeline.catalog.spec import load_spec
+
+    # --spec may be a YAML path
+    save(f"bench_encoders_{load_spec(args.spec).name}{('_' + args.tag) if args.tag else ''}", result)
     print(f"\n{args.spec}: frozen test split {digest[:12]}")
     print("| encoder | epochs | tagger as served | encoder alone | TF-IDF | error cut | training | samples/s | vocab | "
           "encoder MB (shipped) |")  # fmt: skip

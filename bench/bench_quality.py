@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--max-train-rows", type=int, default=None)
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="default: TrainOptions' (or the encoder's own)")
+    ap.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: TrainOptions' / encoder's)")
     ap.add_argument("--encoder", default=None, help="minilm-l6, e5-small or a folder (default: by the spec's locale)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
@@ -66,12 +67,13 @@ def from_training(args):
     from pipeline.training.train import train
 
     torch.set_num_threads(os.cpu_count() or 1)
-    settings = scratch_settings(f"bench_quality_{args.spec}")
+    settings = scratch_settings(f"bench_quality_{load_spec(args.spec).name}")  # a spec may be a YAML path
     for url in (settings.database_url, settings.mlflow_tracking_uri):  # scratch databases go when the bench ends
         atexit.register(drop_database, url)
     source = args.source or default_source(args.spec, settings.data_dir)
     opts = TrainOptions(
         **({"epochs": args.epochs} if args.epochs else {}),
+        **({"lr": args.lr} if getattr(args, "lr", None) else {}),
         encoder=args.encoder,
         max_train_rows=args.max_train_rows,
         max_rows=args.max_rows,
@@ -192,7 +194,9 @@ def report(args, prep, preds: dict, meta: dict, base=None) -> dict:
             "no_exclusive_facet_worse_by>0.003": worst[0] >= -0.003,
         },
     }
-    name = f"quality_{args.spec}{('_' + args.tag) if args.tag else ''}"
+    from pipeline.catalog.spec import load_spec
+
+    name = f"quality_{load_spec(args.spec).name}{('_' + args.tag) if args.tag else ''}"
     save(name, out)
     lines = [
         f"# Quality: {args.spec} frozen test split ({len(test)} rows, digest {prep.test_digest[:12]})",

@@ -14,8 +14,8 @@ matmul throughput (fp32 and bf16) measured in the same run.
 
     .venv/bin/python bench/bench_serving.py --duration 5 [--bundle PATH] [--out reports/bench_serving.json]
 
-Without ``--bundle`` an untrained all-MiniLM-L6-v2 bundle over the Myntra label space is built (speed does
-not depend on the head's weights).
+Without ``--bundle`` an untrained bundle over the Myntra label space is built on ``--encoder`` (all-MiniLM-L6-v2
+by default; ``e5-small`` with its whole 250k vocabulary): speed does not depend on the head's weights.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def flops_per_item(config, tokens: float, num_labels: int) -> float:
 
 
 # ---- systems ----------------------------------------------------------------------------------------------
-def default_bundle(dest: Path) -> Path:
+def default_bundle(dest: Path, encoder: str | None = None, home: Path | None = None) -> Path:
+    from pipeline.training import encoders
     from pipeline.training.bundle import new_model, save_bundle
     from pipeline.training.labels import LabelMap
 
@@ -164,8 +165,9 @@ def default_bundle(dest: Path) -> Path:
         "usage": ["usage:casual", "usage:formal", "usage:sports", "usage:ethnic"],
     }
     lm = LabelMap.build(facets, {f: True for f in facets})
-    model, tok = new_model(None, lm)
-    save_bundle(dest, model, tok, lm, np.full(len(lm), 0.3, dtype=np.float32), {"bench": "untrained head"})
+    model, tok = new_model(encoders.encoder_path(encoder, home or dest.parent), lm)
+    meta = {"bench": "untrained head", "encoder": encoder or encoders.DEFAULT_ENCODER}
+    save_bundle(dest, model, tok, lm, np.full(len(lm), 0.3, dtype=np.float32), meta)
     fm = {f: {"exclusive": True, "accuracy": 0.0, "micro_f1": 0.0, "macro_f1": 0.0} for f in facets}
     m = {"micro_f1": 0.0, "macro_f1": 0.0, "precision_at_1": 0.0, "ece": 0.0, "facets": fm, "tags": {}}
     (dest / "metrics.json").write_text(json.dumps({"model": m, "baseline": m, "test_digest": "bench",
@@ -264,7 +266,8 @@ def start_mlflow_serve(settings, bundle: Path):
 # ---- main -------------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, help="bundle folder (default: untrained MiniLM bundle)")
+    ap.add_argument("--bundle", type=Path, help="bundle folder (default: an untrained bundle on --encoder)")
+    ap.add_argument("--encoder", default=None, help="encoder of the untrained bundle (default minilm-l6; untrimmed)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
     ap.add_argument("--systems", default="a,b1,b2,c")
     ap.add_argument("--no-mlflow", action="store_true", help="skip (c)")
@@ -297,7 +300,7 @@ def main() -> None:
     settings = Settings(home=work / "home", triton_grpc_url=f"127.0.0.1:{free_port()}",
                         triton_http_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
                         registered_model_name="bench-tagger")  # fmt: skip
-    bundle_path = args.bundle or default_bundle(work / "bundle")
+    bundle_path = args.bundle or default_bundle(work / "bundle", args.encoder, settings.home_dir)
     bundle = load_bundle(bundle_path)
     texts = sample_titles(2000)
     tokens = float(np.mean([len(bundle.tokenizer(t, truncation=True, max_length=bundle.max_length)["input_ids"])
@@ -317,7 +320,7 @@ def main() -> None:
                                  "models:/bench-tagger/1", parity_texts=texts[:32], golden=[],
                                  quantize=args.int8)  # fmt: skip
             served = json.loads((vdir / "version.json").read_text()).get("onnx_file")
-            results["a_graph"] = {"onnx_file": served}
+            results["a_graph"] = {"onnx_file": served, "onnx_mb": (vdir / served).stat().st_size / 1e6}
             log.info("(a) serves %s", served)
             write_config(settings.model_repository, settings.triton_model_name, [1], registered_name="bench-tagger",
                          instances=args.instances, ort_threads=args.ort_threads,
@@ -373,7 +376,8 @@ def main() -> None:
         "limit_items_s": {k: v / fpi for k, v in peak.items()},
         "a_vs_b1": ratio("a", "b1"), "a_vs_b2": ratio("a", "b2"), "a_vs_c": ratio("a", "c"),
         "a_p99_ms_size1_c8": results.get("a/size1/c8", {}).get("p99_ms"),
-        "a_int8": args.int8,
+        "a_int8": args.int8, "a_onnx_mb": results.get("a_graph", {}).get("onnx_mb"),
+        "encoder": bundle.meta.get("encoder"), "vocab": bundle.model.encoder.config.vocab_size,
         "cells": results, "duration_s": args.duration, "cpu_count": os.cpu_count(), "bundle": str(bundle_path),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

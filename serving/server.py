@@ -18,11 +18,9 @@ user set is refused with a one-line error naming it and the setting.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -104,16 +102,6 @@ def endpoints(settings: Settings) -> list[tuple[str, str, int]]:
 
 def env_name(field: str) -> str:
     return f"TAGGER_{field.upper()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TritonServer:
@@ -278,8 +266,14 @@ class TritonServer:
         """Stop the server, kill leftover stubs of its process group, remove its /dev/shm files."""
         if self.proc is None:
             return
-        stop_process_group(self.proc.pid, timeout=timeout, proc=self.proc)
-        self.proc_rc = self.proc.returncode
+        proc = self.proc
+        # SIGTERM (it unloads models and stops its stubs), then SIGKILL what is left of its group; reap it
+        records.terminate_group(proc.pid, lambda: proc.poll() is None, timeout)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("tritonserver pid %d did not exit after SIGKILL", proc.pid)
+        self.proc_rc = proc.returncode
         self.proc = None
         if getattr(self, "_logf", None):
             self._logf.close()
@@ -294,27 +288,6 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def stop_process_group(pid: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    """SIGTERM the server (it unloads models and stops its stubs), then SIGKILL what is left of its group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                break
-        elif not _pid_alive(pid):
-            break
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the group is the server's own (start_new_session): stubs only
-    if proc is not None:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver pid %d did not exit after SIGKILL", pid)
 
 
 def remove_shm(prefix: str) -> int:

@@ -137,24 +137,21 @@ def test_unreachable_server_is_retried_then_named(tmp_path):
         c.tag(["Puma Men Grey T-shirt"])
 
 
-def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serving_settings, tiny_bundle):
-    """The trained (hybrid) bundle through Triton: encoder ONNX + the NumPy TF-IDF half, fused server-side."""
+def _served_as_its_bundle_predicts(settings, name: str, bundle_path, texts: list[str]) -> tuple[object, list]:
+    """Build ``bundle_path`` as Triton model ``name`` v1, load it, tag ``texts`` over gRPC, unload; assert the tags
+    and scores equal what the bundle predicts in PyTorch. Returns (the version folder, the served tags)."""
     import tritonclient.grpc as grpcclient
 
-    from pipeline.catalog.samples import sample_titles
     from pipeline.training.bundle import load_bundle
     from serving.client import TaggerClient
     from serving.repository import build_version
 
-    name = "tagger_hybrid"
-    vdir = build_version(tiny_bundle.path, serving_settings.model_repository, name, 1, "models:/hybrid/1", golden=[])
-    assert (vdir / "tfidf.npz").exists() and (vdir / "tfidf.py").exists()
-    texts = sample_titles(24)
-    want = load_bundle(tiny_bundle.path).predict(texts)
-    admin = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    vdir = build_version(bundle_path, settings.model_repository, name, 1, f"models:/{name}/1", golden=[])
+    want = load_bundle(bundle_path).predict(texts)
+    admin = grpcclient.InferenceServerClient(settings.triton_grpc_url)
     admin.load_model(name)
     try:
-        with TaggerClient(serving_settings.triton_grpc_url, name, timeout=30) as c:
+        with TaggerClient(settings.triton_grpc_url, name, timeout=60) as c:
             got = c.tag(texts)
     finally:
         admin.unload_model(name)
@@ -162,35 +159,23 @@ def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serv
     for w, g in zip(want, got, strict=True):
         assert [t["slug"] for t in g] == [t["slug"] for t in w]
         assert np.allclose([t["score"] for t in g], [t["score"] for t in w], atol=1e-3)
+    return vdir, got
+
+
+def test_a_hybrid_version_serves_the_fused_tags_its_bundle_predicts(triton, serving_settings, tiny_bundle):
+    """The trained (hybrid) bundle through Triton: encoder ONNX + the NumPy TF-IDF half, fused server-side."""
+    from pipeline.catalog.samples import sample_titles
+
+    vdir, _ = _served_as_its_bundle_predicts(serving_settings, "tagger_hybrid", tiny_bundle.path, sample_titles(24))
+    assert (vdir / "tfidf.npz").exists() and (vdir / "tfidf.py").exists()
 
 
 def test_an_e5_version_round_trips_chinese_text_through_triton(triton, serving_settings, e5_bundle):
     """The Chinese catalog's e5-small bundle (trimmed vocabulary, ``query: `` prefix inside its tokenizer) served by
     Triton tags Chinese titles exactly as the bundle does in PyTorch."""
-    import tritonclient.grpc as grpcclient
-
-    from pipeline.training.bundle import load_bundle
-    from serving.client import TaggerClient
-    from serving.repository import build_version
-
-    name = "tagger_e5"
-    vdir = build_version(e5_bundle.path, serving_settings.model_repository, name, 1, "models:/e5/1", golden=[])
+    lines = (e5_bundle.path / "test_split.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines][:16]
+    texts += ["香港直邮韩国AHC黄金水乳霜套盒", "欧莱雅男士洗面奶控油补水～100ml"]  # characters the slice lacks
+    vdir, got = _served_as_its_bundle_predicts(serving_settings, "tagger_e5", e5_bundle.path, texts)
     assert "query: " in (vdir / "tokenizer.json").read_text(encoding="utf-8")
-    texts = [json.loads(line)["text"] for line in (e5_bundle.path / "test_split.jsonl").read_text().splitlines()][:16]
-    texts += [
-        "香港直邮韩国AHC黄金水乳霜套盒",
-        "欧莱雅男士洗面奶控油补水～100ml",
-    ]  # one with a character the catalog lacks
-    want = load_bundle(e5_bundle.path).predict(texts)
-    admin = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
-    admin.load_model(name)
-    try:
-        with TaggerClient(serving_settings.triton_grpc_url, name, timeout=60) as c:
-            got = c.tag(texts)
-    finally:
-        admin.unload_model(name)
-        admin.close()
     assert any(got), "the tiny e5 tagger predicted nothing at all"
-    for w, g in zip(want, got, strict=True):
-        assert [t["slug"] for t in g] == [t["slug"] for t in w]
-        assert np.allclose([t["score"] for t in g], [t["score"] for t in w], atol=1e-3)

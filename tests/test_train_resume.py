@@ -91,3 +91,13 @@ def test_min_steps_adds_epochs_to_a_small_catalog(tiny, tmp_path):
     assert state.step == 3 * per_epoch and state.epoch == 3
     _, state = _run(tiny, tmp_path / "d", epochs=1, max_steps=None, patience=99)
     assert state.step == per_epoch  # no floor: the one epoch asked for
+
+
+@pytest.mark.unit
+def test_early_stopping_counts_a_lower_val_loss_at_equal_micro_f1_as_progress():
+    from pipeline.training.loop import FitState, improves
+
+    state = FitState(best_f1=0.0, best_val_loss=5.0)  # a catalog of rare tags: nothing passes 0.5 yet
+    assert improves(state, 0.0, 4.2)  # still learning: not a bad validation
+    assert not improves(state, 0.0, 5.1)
+    assert improves(state, 0.01, 9.9) and not improves(FitState(best_f1=0.5, best_val_loss=1.0), 0.49, 0.1)

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,14 +125,22 @@ def stop(record: ServiceRecord, timeout: float = 20.0) -> bool:
     """SIGTERM the recorded process, then SIGKILL what is left of its process group (it was started in a new
     session, so the group holds only its children, e.g. Triton's backend stubs or a worker's task processes).
     Returns False when it was no longer running."""
-    was_alive = alive(record)
+    return terminate_group(record.pid, lambda: alive(record), timeout)
+
+
+def terminate_group(pid: int, running: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """SIGTERM ``pid``, wait up to ``timeout`` while ``running()``, then SIGKILL its process group (its own: it was
+    started in a new session), orphans of a dead leader included. ``running`` is the caller's liveness test: a
+    record's pid and start time, or ``Popen.poll`` for a child (a zombie child still looks alive to psutil).
+    Returns whether it was running."""
+    was_alive = running()
     if was_alive:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(record):
+        while time.monotonic() < deadline and running():
             time.sleep(0.1)
-    if was_alive or _group_alive(record.pid):  # orphans of a dead leader keep its group id
+    if was_alive or _group_alive(pid):  # orphans of a dead leader keep its group id
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
     return was_alive

@@ -166,6 +166,10 @@ def bert_state_dict(f: E5File) -> dict[str, np.ndarray]:
         "embeddings.LayerNorm.weight": t["emb.ln.w"][0],
         "embeddings.LayerNorm.bias": t["emb.ln.b"][0],
     }
+    # the engine has no pooler (it mean-pools); BertModel has one: zeros, so loading reports nothing missing (unused)
+    hidden = f.config["hidden"]
+    sd["pooler.dense.weight"] = np.zeros((hidden, hidden), np.float32)
+    sd["pooler.dense.bias"] = np.zeros(hidden, np.float32)
     for layer in range(f.config["layers"]):
         for short, long in _BERT_NAMES.items():
             w, b = t[f"l{layer}.{short}.w"], t[f"l{layer}.{short}.b"][0]

