@@ -176,3 +176,32 @@ def test_batch_tagging_killed_midway_resumes_exactly_once(dag_env, catalog):
     assert tag_batch(settings, catalog="killtest", batch_size=50, client=real).products == 0
     real.close()
     engine.dispose()
+
+
+def test_a_chinese_catalog_retrains_on_e5_through_the_dag_and_triton_answers_chinese_text(dag_env, tmp_path):
+    """No encoder named: the catalog's locale (zh) picks e5-small inside the DAG's train task; the version it
+    deploys carries e5's tokenizer (``query: `` prefix) and Triton tags Chinese text with it. Its own registered
+    model and Triton model name, so the Myntra versions above are untouched."""
+    from helpers.data import product1m_slice
+
+    from serving.client import TaggerClient
+
+    mp = dag_env["mp"]
+    mp.setenv("TAGGER_REGISTERED_MODEL_NAME", "dag-tagger-zh")
+    mp.setenv("TAGGER_TRITON_MODEL_NAME", "dag_tagger_zh")
+    try:
+        source = product1m_slice(tmp_path / "p1m.txt", 200)
+        conf = {"source": str(source), "spec": "product1m", "train": {**TINY_OPTIONS, "max_steps": 8}}
+        res = _run(dag_env, "tagger_retrain", conf, _policy(dag_env["root"] / "zh.yaml", micro_f1=0.0))
+        assert res["state"] == "success", res
+        settings = get_settings()
+        version = registry.get_alias(settings, registry.CHAMPION)
+        vdir = settings.model_repository / "dag_tagger_zh" / str(version)
+        assert '"query: "' in (vdir / "tokenizer.json").read_text(encoding="utf-8")  # e5's prefix normaliser
+        with TaggerClient(settings.triton_grpc_url, "dag_tagger_zh", timeout=60) as client:
+            tags = client.tag(["香港直邮韩国AHC黄金水乳霜套盒", "欧莱雅男士洗面奶控油补水"])
+        assert len(tags) == 2 and all(t["slug"].split(":")[0] in ("brand", "product_type") for ts in tags for t in ts)
+    finally:
+        mp.setenv("TAGGER_REGISTERED_MODEL_NAME", "dag-tagger")
+        mp.setenv("TAGGER_TRITON_MODEL_NAME", "dag_tagger")
+        get_settings.cache_clear()
