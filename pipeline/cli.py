@@ -12,6 +12,7 @@ import typer
 
 from pipeline.commands import AREAS, err_console
 from pipeline.errors import TaggerError
+from pipeline.settings import QUIET_ENV
 
 app = typer.Typer(
     name="tagger",
@@ -43,16 +44,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     for noisy in (*noisy_loggers, "great_expectations"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if level > logging.DEBUG:  # notes a user cannot act on; --verbose shows them
-        # MLflow installs its own handler at import and reads its level from here (INFO: table creation, system
-        # metrics start/stop, signature checks on every run).
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         # platformdirs (via pgserver and Airflow): servers have no XDG_RUNTIME_DIR and it falls back to /tmp
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    # Progress bars of instant library steps (HF "Loading weights"/"Writing model shards" each time a bundle is
-    # loaded or saved, MLflow's per-file artifact bars) drown the real ones; training keeps its own bar.
-    # setdefault: a user's explicit setting wins. Read when transformers / MLflow are first imported.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for key, value in QUIET_ENV.items():  # training keeps its own progress bar
+        if key != "MLFLOW_LOGGING_LEVEL" or level > logging.DEBUG:  # --verbose keeps MLflow's INFO lines
+            os.environ.setdefault(key, value)
 
 
 for _area in AREAS:

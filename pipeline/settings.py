@@ -224,6 +224,17 @@ class Settings(DagSettings):
 PORT_FIELDS = ("triton_grpc_url", "triton_http_url", "triton_metrics_port")
 
 
+# Library notes a user cannot act on, quiet by default in the CLI and on the Airflow workers (a value already in
+# the environment wins; read when transformers / MLflow are first imported): MLflow's INFO lines (table creation,
+# system metrics start/stop, per-run notes) and the progress bars of instant library steps (HF "Loading weights"
+# each time a bundle is loaded, MLflow's per-file artifact bars), which drown the real ones.
+QUIET_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def _port_value(field: str, port: int) -> str | int:
     return port if field == "triton_metrics_port" else f"127.0.0.1:{port}"
 

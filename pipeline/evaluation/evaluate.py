@@ -61,6 +61,7 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
     if (bundle / METRICS_FILE).exists() and not force:
         return RunEvaluation(run_id, str(bundle), json.loads((bundle / METRICS_FILE).read_text()), reused=True)
     metrics, curves, y, served = heldout_metrics(bundle)
+    metrics["encoder_name"] = meta.get("encoder") or meta.get("encoder_source")  # what `models compare` shows
     label_map = LabelMap.load(bundle / "label_map.json")
     _write_plots(bundle / "plots", metrics, curves, y, served, label_map)
     history = json.loads((bundle / HISTORY_FILE).read_text()) if (bundle / HISTORY_FILE).exists() else []
@@ -102,8 +103,6 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     if info.get("hybrid"):
         metrics["hybrid"] = info["hybrid"]
     metrics.update({k: info[k] for k in ("test_digest", "dataset_digest", "n_test", "n_train", "n_val")})
-    meta = json.loads((bundle / "bundle.json").read_text()) if (bundle / "bundle.json").exists() else {}
-    metrics["encoder_name"] = meta.get("encoder") or meta.get("encoder_source")  # what `models compare` shows
     hybrid = "encoder" in systems
     curves = {}
     for name in ("encoder", "model", "baseline"):

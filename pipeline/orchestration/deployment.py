@@ -41,7 +41,7 @@ from pipeline.core import records
 from pipeline.core.services import _as_sqlalchemy, _with_database, database_url, ensure_database_exists
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.orchestration.airflow_local import DAGS_FOLDER
-from pipeline.settings import Settings
+from pipeline.settings import QUIET_ENV, Settings
 from serving.server import free_port
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,6 @@ def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-QUIET_ENV = {
-    "MLFLOW_LOGGING_LEVEL": "WARNING",  # INFO: table creation, system metrics start/stop, per-run notes
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # "Loading weights" bars each time a bundle is loaded
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
 
 
 def broker_url(settings: Settings) -> str:
@@ -204,7 +197,7 @@ class Deployment:
             "AIRFLOW__TRIGGERER__TRIGGERER_LOG_SERVER_PORT": str(state["triggerer_log_port"]),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         }
-        # task logs without notes a user cannot act on (as the CLI): a shell's own setting wins
+        # task logs without notes a user cannot act on, as the CLI's: a shell's own setting wins
         for key, value in QUIET_ENV.items():
             env.setdefault(key, value)
         return env

@@ -34,7 +34,7 @@ import numpy as np
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
-_F32, _Q4 = 0, 1
+_Q4 = 1  # tensor dtype code of Q4_0 blocks (0: float32)
 META = "\u2581"  # SentencePiece's metaspace
 # The engine's normaliser keeps these code points that NFKC would change (U+FF5E FULLWIDTH TILDE and some
 # characters newer than the model's normalisation table); the tokenizer shields them from NFKC through
@@ -274,8 +274,5 @@ def convert(source: str | Path, dest: str | Path, prefix: str) -> Path:
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
     with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()

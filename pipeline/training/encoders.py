@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,17 +149,34 @@ def encoder_path(name_or_path: str | None, home: Path) -> str:
     raise AssertionError("unreachable")
 
 
+def _build_once(dest: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """``dest`` built once by ``build(folder)``, which must write ``marker`` last: under a file lock (concurrent
+    workers wait for the first), into a temporary folder renamed to ``dest`` when complete (a killed build leaves no
+    half folder that looks done; a failed one leaves nothing)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (dest.parent / f".{dest.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dest / marker).is_file():
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                build(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    return dest
+
+
 def ensure_converted(enc: Encoder, home: Path) -> Path:
-    """Convert ``enc``'s package file into ``HOME/encoders/<name>/`` once (file lock: concurrent workers wait for
-    the first), checking the source and the result against the recorded digests."""
+    """Convert ``enc``'s package file into ``HOME/encoders/<name>/`` once (:func:`_build_once`), checking the source
+    and the result against the recorded digests."""
     from pipeline.training import e5_convert
 
     dest = converted_dir(enc, home)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with (dest.parent / f".{enc.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (dest / "digests.json").is_file():
-            return dest
+
+    def build(tmp: Path) -> None:
         source = package_dir(enc) / enc.source_file
         got = e5_convert.file_digest(source)
         if enc.source_sha256 and got != enc.source_sha256:
@@ -167,19 +185,15 @@ def ensure_converted(enc: Encoder, home: Path) -> Path:
                 f"version converts; install the {enc.package} version in pyproject.toml"
             )
         log.info("converting %s from %s into %s (once per home)", enc.name, source, dest)
-        tmp = dest.with_name(f".{enc.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         e5_convert.convert(source, tmp, enc.prefix)
         digests = {n: e5_convert.file_digest(tmp / n) for n in CONVERTED_FILES}
         for n, want in enc.converted_sha256.items():
             if digests.get(n) != want:
-                shutil.rmtree(tmp, ignore_errors=True)
                 raise BundleError(f"converting {enc.name}: {n} has sha256 {digests.get(n, '')[:12]}…, expected "
                                   f"{want[:12]}…; the converter or a library changed its output")  # fmt: skip
         (tmp / "digests.json").write_text(json.dumps({"source": got, **digests}, indent=1) + "\n")
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        return dest
+
+    return _build_once(dest, "digests.json", build)
 
 
 def choose(requested: str | None, spec_encoder: str | None, locale: str | None) -> tuple[str, str]:
@@ -253,10 +267,10 @@ def _kept_ids(tokenizer_json: dict, used: set[int], texts: list[str]) -> list[in
 
 
 def trim_vocabulary(encoder_dir: str | Path, texts: list[str], dest: str | Path) -> Path:
-    """Write ``encoder_dir`` with its vocabulary trimmed to what ``texts`` need (see :func:`_kept_ids`) into
-    ``dest``: the embedding rows and the tokenizer's pieces (scores kept, ids renumbered in order, so the specials
-    keep theirs). A text whose best segmentation used only kept pieces tokenizes exactly as before; the others fall
-    back to the next best segmentation over kept pieces."""
+    """Write ``encoder_dir`` with its vocabulary trimmed to what ``texts`` need (see :func:`_kept_ids`) into the
+    folder ``dest`` (:func:`trimmed_for` builds it once, atomically): the embedding rows and the tokenizer's pieces
+    (scores kept, ids renumbered in order, so the specials keep theirs). A text whose best segmentation used only
+    kept pieces tokenizes exactly as before; the others fall back to the next best segmentation over kept pieces."""
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModel, AutoTokenizer
@@ -276,16 +290,12 @@ def trim_vocabulary(encoder_dir: str | Path, texts: list[str], dest: str | Path)
     new.weight.data = old[torch.tensor(kept)].clone()
     model.set_input_embeddings(new)
     model.config.vocab_size = len(kept)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    Tokenizer.from_str(json.dumps(spec)).save(str(tmp / "tokenizer.json"))
-    (tmp / "trimmed.json").write_text(
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    Tokenizer.from_str(json.dumps(spec)).save(str(dest / "tokenizer.json"))
+    (dest / "trimmed.json").write_text(  # last: the marker of a complete folder
         json.dumps({"from": str(encoder_dir), "pieces_before": len(old), "pieces_after": len(kept)}, indent=1)
     )
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
     return dest
 
 
@@ -302,14 +312,9 @@ def trimmed_for(name: str, encoder_dir: str | Path, texts: list[str], home: Path
 
     digest = hashlib.sha256("\n".join([name, *sorted(set(texts))]).encode()).hexdigest()[:16]
     dest = Path(home) / "encoders" / "trimmed" / f"{name}-{digest}"
-    if (dest / "trimmed.json").is_file():
-        return str(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with (dest.parent / f".{dest.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (dest / "trimmed.json").is_file():
-            trim_vocabulary(encoder_dir, texts, dest)
-            info = json.loads((dest / "trimmed.json").read_text())
-            log.info("%s trimmed to %d of %d pieces for this catalog: %s", name, info["pieces_after"],
-                     info["pieces_before"], dest)  # fmt: skip
+    if not (dest / "trimmed.json").is_file():
+        _build_once(dest, "trimmed.json", lambda tmp: trim_vocabulary(encoder_dir, texts, tmp))
+        info = json.loads((dest / "trimmed.json").read_text())
+        log.info("%s trimmed to %d of %d pieces for this catalog: %s", name, info["pieces_after"],
+                 info["pieces_before"], dest)  # fmt: skip
     return str(dest)
