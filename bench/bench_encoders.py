@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="default: each encoder's own")
     ap.add_argument("--lr", type=float, default=None, help="default: each encoder's own")
+    ap.add_argument("--min-steps", type=int, default=None, help="floor of optimizer steps (default: TrainOptions')")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--bootstrap", type=int, default=1000)

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="default: TrainOptions' (or the encoder's own)")
     ap.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: TrainOptions' / encoder's)")
+    ap.add_argument("--min-steps", type=int, default=None, help="floor of optimizer steps (default: TrainOptions')")
     ap.add_argument("--encoder", default=None, help="minilm-l6, e5-small or a folder (default: by the spec's locale)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--precision", default="auto")
@@ -74,6 +75,7 @@ def from_training(args):
     opts = TrainOptions(
         **({"epochs": args.epochs} if args.epochs else {}),
         **({"lr": args.lr} if getattr(args, "lr", None) else {}),
+        **({"min_steps": args.min_steps} if getattr(args, "min_steps", None) is not None else {}),
         encoder=args.encoder,
         max_train_rows=args.max_train_rows,
         max_rows=args.max_rows,

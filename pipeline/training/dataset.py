@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -142,18 +142,32 @@ def targets(tags: pd.Series, label_map: LabelMap) -> np.ndarray:
 # ---- the prepared dataset ------------------------------------------------------------------------------------
 @dataclass
 class Prepared:
+    """The catalog as training reads it, built once: rows with their split and model text, the label map, and
+    each split's targets (computed on first use and kept)."""
+
     frame: pd.DataFrame  # contract rows + ``split`` + ``text``
     label_map: LabelMap
     dropped: dict[str, int]
     fields: list[str]
     dataset_digest: str
     test_digest: str
+    _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
 
+    def texts(self, split: str) -> list[str]:
+        return self.part(split)["text"].tolist()
+
+    def fit_texts(self) -> list[str]:
+        """The texts a model may learn from (training and validation): a vocabulary is trimmed to these, so the
+        test split stays text the model has never seen, as new products are."""
+        return self.frame.loc[self.frame["split"] != "test", "text"].tolist()
+
     def y(self, split: str) -> np.ndarray:
-        return targets(self.part(split)["tags"], self.label_map)
+        if split not in self._targets:
+            self._targets[split] = targets(self.part(split)["tags"], self.label_map)
+        return self._targets[split]
 
 
 def prepare(

@@ -196,6 +196,44 @@ def ensure_converted(enc: Encoder, home: Path) -> Path:
     return _build_once(dest, "digests.json", build)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The encoder a run trains: its name (or local folder), why it was chosen, and the transformers folder the
+    model loads from (after trimming, the trimmed copy). Made by :func:`resolve`; flows through training into the
+    MLflow params, the bundle and the model card."""
+
+    name: str
+    why: str
+    path: str
+
+    @property
+    def prefix(self) -> str:
+        return prefix_of(self.name)
+
+    @property
+    def defaults(self) -> dict:
+        return defaults_for(self.name)
+
+    def trimmed_to(self, texts: list[str], home: Path) -> Choice:
+        """This choice loading from a copy trimmed to ``texts`` (:func:`trimmed_for`) when the encoder is
+        :func:`trimmable`; else itself."""
+        if not trimmable(self.name):
+            return self
+        return Choice(self.name, self.why, trimmed_for(self.name, self.path, texts, home))
+
+
+def resolve(requested: str | None, spec_encoder: str | None, locale: str | None, home: Path) -> Choice:
+    """:func:`choose`, then the folder it loads from (:func:`encoder_path`: converted on first use); logged.
+
+    Raises:
+        BundleError: an unknown name, a missing package or a digest that differs.
+    """
+    name, why = choose(requested, spec_encoder, locale)
+    choice = Choice(name, why, encoder_path(name, home))
+    log.info("encoder %s (%s)", name, why)
+    return choice
+
+
 def choose(requested: str | None, spec_encoder: str | None, locale: str | None) -> tuple[str, str]:
     """``(encoder name or folder, why)`` for a catalog: an explicit request (option or ``TAGGER_ENCODER``), else the
     spec's ``encoder:``, else the locale (``zh``/mixed -> ``e5-small``)."""
@@ -250,20 +288,40 @@ def _script(ch: str) -> str:
     return unicodedata.name(ch, "").split(" ")[0]
 
 
-def _kept_ids(tokenizer_json: dict, used: set[int], texts: list[str]) -> list[int]:
-    """Pieces to keep: the specials, every piece the texts use, and every single-character piece (with or
-    without the metaspace) of a script the texts contain or that is not a letter (digits, punctuation,
-    symbols), so a word the catalog has not used yet still tokenizes into known characters."""
+COMMON_PIECES = 16_000  # see _kept_ids; bench/bench_trim.py measured the budget
+
+
+def _kept_ids(tokenizer_json: dict, used: set[int], texts: list[str], common: int = COMMON_PIECES) -> list[int]:
+    """Pieces to keep: the specials, every piece the texts use, every single-character piece (with or without the
+    metaspace) of a script the texts contain or that is not a letter (digits, punctuation, symbols), so a word the
+    catalog has not used yet still tokenizes into known characters, and the ``common`` most likely pieces (by the
+    Unigram score) written only in those scripts, so a common word the catalog has not used yet stays one or two
+    pieces instead of falling apart into characters (a longer sequence serves slower)."""
     import unicodedata
+
+    def scripts_of(piece: str) -> set[str]:
+        return {_script(ch) for ch in piece if unicodedata.category(ch).startswith("L")}
 
     vocab = tokenizer_json["model"]["vocab"]
     scripts = {_script(ch) for t in texts for ch in t if unicodedata.category(ch).startswith("L")}
     keep = set(used) | {i for i in range(4)}  # <s> <pad> </s> <unk>
-    for i, (piece, _) in enumerate(vocab):
+    candidates = []
+    for i, (piece, piece_score) in enumerate(vocab):
         ch = piece.removeprefix("\u2581")
         if len(ch) == 1 and (not unicodedata.category(ch).startswith("L") or _script(ch) in scripts):
             keep.add(i)
+        elif common and ch and scripts_of(ch) <= scripts:
+            candidates.append((piece_score, i))
+    candidates.sort(reverse=True)
+    keep.update(i for _, i in candidates[:common])
     return sorted(keep)
+
+
+def trimmed_spec(tokenizer_json: dict, kept: list[int]) -> dict:
+    """A Unigram ``tokenizer.json`` holding only the pieces ``kept`` (scores kept, ids renumbered in order)."""
+    model = tokenizer_json["model"]
+    vocab = [model["vocab"][i] for i in kept]
+    return {**tokenizer_json, "model": {**model, "vocab": vocab, "unk_id": kept.index(model["unk_id"])}}
 
 
 def trim_vocabulary(encoder_dir: str | Path, texts: list[str], dest: str | Path) -> Path:
@@ -282,8 +340,7 @@ def trim_vocabulary(encoder_dir: str | Path, texts: list[str], dest: str | Path)
     if spec["model"]["type"] != "Unigram":
         raise BundleError(f"vocabulary trimming needs a Unigram tokenizer; {encoder_dir} has {spec['model']['type']}")
     kept = _kept_ids(spec, used, texts)
-    spec["model"]["vocab"] = [spec["model"]["vocab"][i] for i in kept]
-    spec["model"]["unk_id"] = kept.index(spec["model"]["unk_id"])
+    spec = trimmed_spec(spec, kept)
     model = AutoModel.from_pretrained(encoder_dir, dtype=torch.float32)
     old = model.get_input_embeddings().weight.data
     new = torch.nn.Embedding(len(kept), old.shape[1], padding_idx=model.config.pad_token_id)
@@ -294,7 +351,15 @@ def trim_vocabulary(encoder_dir: str | Path, texts: list[str], dest: str | Path)
     tok.save_pretrained(dest)
     Tokenizer.from_str(json.dumps(spec)).save(str(dest / "tokenizer.json"))
     (dest / "trimmed.json").write_text(  # last: the marker of a complete folder
-        json.dumps({"from": str(encoder_dir), "pieces_before": len(old), "pieces_after": len(kept)}, indent=1)
+        json.dumps(
+            {
+                "from": str(encoder_dir),
+                "pieces_before": len(old),
+                "pieces_after": len(kept),
+                "common_pieces": COMMON_PIECES,
+            },
+            indent=1,
+        )  # fmt: skip
     )
     return dest
 
@@ -310,7 +375,8 @@ def trimmed_for(name: str, encoder_dir: str | Path, texts: list[str], home: Path
     encoder and the texts (a rerun or a resumed run finds the same folder)."""
     import hashlib
 
-    digest = hashlib.sha256("\n".join([name, *sorted(set(texts))]).encode()).hexdigest()[:16]
+    key = [name, f"common={COMMON_PIECES}", *sorted(set(texts))]  # a changed rule builds a new folder
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
     dest = Path(home) / "encoders" / "trimmed" / f"{name}-{digest}"
     if not (dest / "trimmed.json").is_file():
         _build_once(dest, "trimmed.json", lambda tmp: trim_vocabulary(encoder_dir, texts, tmp))

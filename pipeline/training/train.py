@@ -38,7 +38,7 @@ from pipeline.training.bundle import (
     new_model,
     save_bundle,
 )
-from pipeline.training.dataset import load_source, prepare_data
+from pipeline.training.dataset import Prepared, load_source, prepare_data
 from pipeline.training.hybrid import fuse_and_decide
 from pipeline.training.labels import LabelMap, score
 from pipeline.training.loop import (
@@ -65,6 +65,19 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What every step after the data reads, prepared once by :func:`prepare_inputs`: the spec, where the rows
+    came from, the prepared catalog (splits, texts, label map, targets), the encoder chosen (trimmed to the
+    catalog) and the options with that encoder's defaults filled in."""
+
+    spec: DatasetSpec
+    source_uri: str
+    prep: Prepared
+    encoder: encoders.Choice
+    options: TrainOptions
+
+
+@dataclass(frozen=True)
 class Fitted:
     """What the fit leaves for the last step: the model (best weights loaded), its tokenizer and data."""
 
@@ -74,8 +87,21 @@ class Fitted:
     state: FitState
     device: torch.device
     bf16: bool
-    encoder: str  # the registered name, or the local folder it was given as
-    encoder_dir: str  # the transformers folder it loaded from
+
+
+def prepare_inputs(source, spec, settings, options: TrainOptions | None = None) -> Inputs:
+    """The encoder (named, a local folder, or by the catalog's locale) and the training defaults it brings, the
+    rows of ``source`` read through ``spec``, split and labelled, and the encoder trimmed to their texts."""
+    options = options or TrainOptions()
+    spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
+    choice = encoders.resolve(options.encoder or settings.encoder, spec_obj.encoder, spec_obj.locale,
+                              settings.home_dir)  # fmt: skip
+    options = replace(options.with_defaults(choice.defaults), encoder=choice.name)
+    frame, source_uri = load_source(source, spec_obj, settings)
+    prep = prepare_data(frame, spec_obj, options)
+    if options.trim_vocab:
+        choice = choice.trimmed_to(prep.fit_texts(), settings.home_dir)
+    return Inputs(spec_obj, source_uri, prep, choice, options)
 
 
 def train(source, spec, settings, options: TrainOptions | None = None) -> TrainResult:
@@ -84,26 +110,17 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
     Raises:
         TrainingError: too little data (an empty split, no tag with enough examples) or an interrupted run.
     """
-    options = options or TrainOptions()
-    spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
-    # 0. the encoder (named, or a local folder) and the training defaults it brings
-    encoder, why = encoders.choose(options.encoder or settings.encoder, spec_obj.encoder, spec_obj.locale)
-    options = replace(options.with_defaults(encoders.defaults_for(encoder)), encoder=encoder)
-    encoder_dir = encoders.encoder_path(encoder, settings.home_dir)
-    log.info("encoder %s (%s)", encoder, why)
-    # 1. data
-    frame, source_uri = load_source(source, spec_obj, settings)
-    prep = prepare_data(frame, spec_obj, options)
-    if options.trim_vocab and encoders.trimmable(encoder):
-        encoder_dir = encoders.trimmed_for(encoder, encoder_dir, prep.frame["text"].tolist(), settings.home_dir)
+    # 0-1. encoder, data
+    inputs = prepare_inputs(source, spec, settings, options)
+    prep, options = inputs.prep, inputs.options
     # 2. model
     torch.manual_seed(options.seed)
-    model, tokenizer = new_model(encoder_dir, prep.label_map, options.dropout)
+    model, tokenizer = new_model(inputs.encoder.path, prep.label_map, options.dropout)
     data = tokenize_splits(prep, tokenizer, options.max_length)
     device, bf16 = pick_device(options)
     # 3. fit, resumable: the checkpoint folder is keyed by data + options
-    key_src = json.dumps([prep.dataset_digest, spec_obj.name, encoder, options.key_fields()], sort_keys=True)
-    ckpt_dir = settings.home_dir / "checkpoints" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    key = json.dumps([prep.dataset_digest, inputs.spec.name, inputs.encoder.name, options.key_fields()], sort_keys=True)
+    ckpt_dir = settings.home_dir / "checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:16]
     run_file = ckpt_dir / "run.json"
     exp_id = configure(settings)
     resume_id = json.loads(run_file.read_text())["run_id"] if options.resume and run_file.exists() else None
@@ -114,7 +131,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps({"run_id": run_id}))
         if resume_id is None:
-            _log_start(prep, spec_obj, source_uri, options, device, bf16, (encoder, why, encoder_dir), settings)
+            _log_start(inputs, device, bf16, settings)
         log.info("training on %s (%s), run %s", device, "bf16 autocast" if bf16 else "fp32", run_id)
         state = fit(
             model,
@@ -128,8 +145,7 @@ def train(source, spec, settings, options: TrainOptions | None = None) -> TrainR
             on_eval=lambda e: mlflow.log_metrics({k: v for k, v in e.items() if k != "step"}, step=e["step"]),
         )
         # 4-6. thresholds, held-out predictions, bundle, artifacts
-        fitted = Fitted(model, tokenizer, data, state, device, bf16, encoder, encoder_dir)
-        result = finish_run(run_id, fitted, prep, options, settings, spec_obj, source_uri)
+        result = finish_run(run_id, Fitted(model, tokenizer, data, state, device, bf16), inputs, settings)
     _remove_checkpoint(ckpt_dir)
     return result
 
@@ -151,13 +167,14 @@ def _resolvable(source_uri: str, settings) -> str:
     return source_uri
 
 
-def _log_start(prep, spec, source_uri, options, device, bf16, encoder: tuple[str, str, str], settings) -> None:
+def _log_start(inputs: Inputs, device, bf16: bool, settings) -> None:
+    prep, spec, source_uri = inputs.prep, inputs.spec, inputs.source_uri
     sizes = prep.frame["split"].value_counts().to_dict()
     params = {
-        **asdict(options),
-        "encoder": encoder[0],
-        "encoder_choice": encoder[1],
-        "encoder_source": encoder[2],
+        **asdict(inputs.options),
+        "encoder": inputs.encoder.name,
+        "encoder_choice": inputs.encoder.why,
+        "encoder_source": inputs.encoder.path,
         "spec": spec.name,
         "source": source_uri,
         "device": str(device),
@@ -179,9 +196,7 @@ def _log_start(prep, spec, source_uri, options, device, bf16, encoder: tuple[str
     mlflow.log_input(ds, context="training")
 
 
-def finish_run(
-    run_id: str, fitted: Fitted, prep, options: TrainOptions, settings, spec, source_uri: str
-) -> TrainResult:
+def finish_run(run_id: str, fitted: Fitted, inputs: Inputs, settings) -> TrainResult:
     """Thresholds on validation, the held-out predictions of every system, the bundle, training metrics to MLflow.
 
     With ``options.hybrid`` the baseline also becomes the bundle's TF-IDF half (fusion fitted on validation,
@@ -189,9 +204,10 @@ def finish_run(
     ``encoder`` the fine-tuned encoder alone. Test metrics, plots and the model card are the evaluation stage's
     (:func:`pipeline.evaluation.evaluate.evaluate_run`), from the ``heldout.npz`` written here.
     """
-    predictions, thresholds, tfidf = heldout_predictions(fitted, prep, options)
+    prep = inputs.prep
+    predictions, thresholds, tfidf = heldout_predictions(fitted, prep, inputs.options)
     samples_per_s = fitted.state.samples / max(fitted.state.seconds, 1e-9)
-    meta = _bundle_meta(run_id, fitted, prep, options, spec, source_uri, samples_per_s)
+    meta = _bundle_meta(run_id, fitted, inputs, samples_per_s)
     bundle = save_bundle(
         settings.bundles_dir / run_id, fitted.model.cpu(), fitted.tokenizer, prep.label_map, thresholds, meta, tfidf
     )
@@ -214,13 +230,13 @@ def heldout_predictions(fitted: Fitted, prep, options: TrainOptions):
     the TF-IDF baseline (when trained): ``({name: (scores, decisions)}, thresholds, tfidf half or None)``."""
     lm, data = prep.label_map, fitted.data
     y_val = data["val"][1]
-    val_texts, test_texts = prep.part("val")["text"].tolist(), prep.part("test")["text"].tolist()
+    val_texts, test_texts = prep.texts("val"), prep.texts("test")
     val_logits, test_logits, thresholds, scores, pred = encoder_test_scores(
         fitted.model, data, lm, fitted.tokenizer.pad_token_id, fitted.device, fitted.bf16
     )
     predictions, tfidf = {"model": (scores, pred)}, None
     if options.baseline:
-        base = fit_baseline(prep.part("train")["text"].tolist(), data["train"][1], lm, seed=options.seed)
+        base = fit_baseline(prep.texts("train"), data["train"][1], lm, seed=options.seed)
         b_thr = np.where(_exclusive_mask(lm), 0.0, 0.5).astype(np.float32)
         predictions["baseline"] = score(base.logits(test_texts), lm, b_thr)
         if options.hybrid:
@@ -260,7 +276,7 @@ def write_smoke_examples(bundle: Path, prep, served: tuple[np.ndarray, np.ndarra
     not one the model is sure of.
     """
     scores, pred = served
-    texts, lm = prep.part("test")["text"].tolist(), prep.label_map
+    texts, lm = prep.texts("test"), prep.label_map
     golden = []
     for i in np.argsort(-np.where(pred, scores, 0).max(1, initial=0), kind="stable"):
         sure = np.flatnonzero(pred[i] & (scores[i] >= CONFIDENT))
@@ -274,17 +290,18 @@ def write_smoke_examples(bundle: Path, prep, served: tuple[np.ndarray, np.ndarra
     return path
 
 
-def _bundle_meta(run_id, fitted: Fitted, prep, options: TrainOptions, spec, source_uri, samples_per_s) -> dict:
+def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
+    prep, options, spec = inputs.prep, inputs.options, inputs.spec
     return {
         "run_id": run_id,
         "spec": spec.name,
-        "source": source_uri,
+        "source": inputs.source_uri,
         "max_length": options.max_length,
         "text_fields": prep.fields,
         "text_template": "parts joined with ' | ' (pipeline.training.dataset.build_text)",
-        "encoder": fitted.encoder,
-        "encoder_source": fitted.encoder_dir,
-        "encoder_prefix": encoders.prefix_of(fitted.encoder),
+        "encoder": inputs.encoder.name,
+        "encoder_source": inputs.encoder.path,
+        "encoder_prefix": inputs.encoder.prefix,
         "dataset_digest": prep.dataset_digest,
         "test_digest": prep.test_digest,
         "split_seed": options.split_seed,
