@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -31,10 +32,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from pipeline.catalog.spec import DatasetSpec, FacetRule
+from pipeline.catalog.spec import CategoryColumn, DatasetSpec, FacetRule
 from pipeline.errors import CatalogError
 
 ROWS_PER_REPORT = 5000  # read_catalog's on_rows cadence
@@ -233,7 +235,7 @@ def _records_parquet(path: Path, spec: DatasetSpec):
     except Exception as exc:  # pyarrow raises many types for a non-parquet file
         raise CatalogError(f"cannot read as Parquet ({type(exc).__name__}: {exc})", path=str(path)) from exc
     _check_columns(list(df.columns), spec, str(path))
-    for col in (spec.columns["title"],):
+    for col in [c for c in (spec.columns["title"],) if c in df.columns]:
         dtype = df[col].dtype
         if not (pd.api.types.is_string_dtype(dtype) or dtype is object or str(dtype) == "object"):
             raise CatalogError(
@@ -257,13 +259,58 @@ def _escape(text: str) -> str:
 
 
 def _check_columns(found: list[str], spec: DatasetSpec, path: str) -> None:
-    needed = list(spec.columns.values()) + list(spec.category_path)
-    needed += [r.column for r in spec.facets.values() if r.column]
+    needed = [field_root(p, found) for p in spec.source_fields()]
     missing = [c for c in dict.fromkeys(needed) if c not in found]
     if missing:
         raise CatalogError(
             f"missing required column(s) {missing} for spec {spec.name!r}; the file has {found}", path=path
         )
+
+
+# ---- field paths: a column, or a path into a nested record or a column holding JSON ----------------------------
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def field_root(path: str, columns: list[str] | dict) -> str:
+    """The column a field path starts from (``labels`` of ``labels.coarse[0]``); a column whose own name has dots or
+    brackets is its own root."""
+    if path in columns:
+        return path
+    m = _PATH_PART.match(path)
+    return m.group(1) if m and m.group(1) else path
+
+
+def get_field(rec: dict, path: str) -> Any:
+    """The value at ``path`` in a source record: a column (``title``), a key of a nested object (``attrs.color``),
+    an item of a list (``labels.coarse[0]``); a string holding JSON (a CSV column) is parsed on the way. None when
+    any step is missing."""
+    if path in rec:
+        return rec[path]
+    cur: Any = rec
+    for m in _PATH_PART.finditer(path):
+        if isinstance(cur, str) and cur.lstrip()[:1] in ("{", "["):
+            try:
+                cur = json.loads(cur)
+            except ValueError:
+                return None
+        key, idx = m.group(1), m.group(2)
+        if idx is not None:
+            seq = cur.tolist() if hasattr(cur, "tolist") else cur  # Parquet list cells come as numpy arrays
+            cur = seq[int(idx)] if isinstance(seq, list | tuple) and int(idx) < len(seq) else None
+        else:
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        if cur is None:
+            return None
+    return cur
+
+
+def _as_values(value: Any) -> list:
+    """A field's value as a list of items (a list field gives several, a scalar one)."""
+    if value is None:
+        return []
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 # ---- mapping source records onto the contract ----------------------------------------------------------
@@ -272,16 +319,24 @@ def _clean(value, nulls: frozenset[str]) -> str | None:
         return None
     if isinstance(value, float) and value != value:  # NaN
         return None
+    if isinstance(value, dict):
+        value = json.dumps(value, ensure_ascii=False)
+    elif not isinstance(value, str) and (isinstance(value, list | tuple) or hasattr(value, "tolist")):
+        value = " ".join(str(v) for v in _as_values(value) if v is not None)
     text = str(value).strip()
     return None if text in nulls else text
 
 
-def _facet_values(rule: FacetRule, cell: str) -> list[str]:
-    items = cell.split(rule.split) if rule.split else [cell]
+def _facet_values(rule: FacetRule, value: Any, nulls: frozenset[str]) -> list[str]:
+    items: list[str] = []
+    for v in _as_values(value):
+        cell = _clean(v, nulls)
+        if cell is not None:
+            items += cell.split(rule.split) if rule.split else [cell]
     values = []
     for item in items:
         item = item.strip()
-        if not item:
+        if not item or item in nulls:
             continue
         if rule.pattern is not None:
             m = rule.pattern.search(item + " ")
@@ -296,10 +351,41 @@ def _facet_values(rule: FacetRule, cell: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _category_levels(rule: CategoryColumn, value: Any, nulls: frozenset[str]) -> list[str]:
+    """The levels of a category path held in one field: unwrapped (``["a >> b"]``), split, stripped, levels that
+    match a ``drop`` pattern left out, cut to ``max_depth``."""
+    items = _as_values(value)
+    if not items:
+        return []
+    text = str(items[0]).strip()
+    if rule.unwrap and text.startswith("["):
+        try:
+            inner = json.loads(text)
+            text = str(inner[0]) if isinstance(inner, list) and inner else text
+        except ValueError:
+            text = text.strip("[]\"' ")
+    levels = [p.strip() for p in rule.split.split(text)]
+    levels = [p for p in levels if p and p not in nulls and not any(d.search(p) for d in rule.drop)]
+    return levels[: rule.max_depth] if rule.max_depth else levels
+
+
+def _product_id(rec: dict, spec: DatasetSpec) -> str | None:
+    if spec.columns.get("product_id"):
+        pid = _clean(get_field(rec, spec.columns["product_id"]), frozenset())
+        return pid if pid is None else str(pid)
+    parts = [_clean(get_field(rec, p), frozenset()) or "" for p in spec.product_id_hash]
+    if not any(parts):
+        return None
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
 def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]) -> dict:
     nulls = spec.null_values
     col = spec.columns
-    path = [p for p in (_clean(rec.get(c), nulls) for c in spec.category_path) if p]
+    if spec.category_column is not None:
+        path = _category_levels(spec.category_column, get_field(rec, spec.category_column.column), nulls)
+    else:
+        path = [p for p in (_clean(get_field(rec, c), nulls) for c in spec.category_path) if p]
     tags: list[str] = []
     for rule in spec.facets.values():
         if rule.from_category_path:
@@ -309,21 +395,17 @@ def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]
             if path:
                 tags.append(category_slug(path))
             continue
-        cell = _clean(rec.get(rule.column), nulls)
-        if cell is None:
-            continue
-        for value in _facet_values(rule, cell):
+        for value in _facet_values(rule, get_field(rec, rule.column), nulls):
             slug = tag_slug(rule.name, value)
             seen.setdefault(slug, TagRef(slug, rule.name, value))
             tags.append(slug)
-    attrs = {a: v for a in spec.attributes if (v := _clean(rec.get(a), nulls)) is not None}
-    pid = _clean(rec.get(col["product_id"]), frozenset())
+    attrs = {a: v for a in spec.attributes if (v := _clean(get_field(rec, a), nulls)) is not None}
     return {
         "row_number": row,
-        "product_id": pid if pid is None else str(pid),
-        "title": _clean(rec.get(col["title"]), frozenset()) or "",
-        "description": _clean(rec.get(col["description"]), nulls) if "description" in col else None,
-        "brand": _clean(rec.get(col["brand"]), nulls) if "brand" in col else None,
+        "product_id": _product_id(rec, spec),
+        "title": _clean(get_field(rec, col["title"]), frozenset()) or "",
+        "description": _clean(get_field(rec, col["description"]), nulls) if "description" in col else None,
+        "brand": _clean(get_field(rec, col["brand"]), nulls) if "brand" in col else None,
         "locale": spec.locale,
         "category_path": path,
         "attributes": attrs,

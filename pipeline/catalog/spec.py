@@ -7,12 +7,15 @@ so a shop can bring its own catalog without code.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import SpecError
 
@@ -25,7 +28,7 @@ class FacetRule:
 
     name: str
     exclusive: bool
-    column: str | None = None  # source column holding the value(s)
+    column: str | None = None  # field path of the value(s) (a list value gives several)
     from_category_path: bool = False  # the facet is the category path (leaf + hierarchy)
     split: str | None = None  # multi-valued cell separator
     pattern: re.Pattern | None = None  # named group ``value`` extracts the value from each item
@@ -34,13 +37,25 @@ class FacetRule:
 
 
 @dataclass(frozen=True)
+class CategoryColumn:
+    """A category path held in ONE field (``Home >> Curtains >> Eyelet curtains``)."""
+
+    column: str  # field path
+    split: re.Pattern  # the separator between levels (a literal ``split`` is escaped into a pattern)
+    unwrap: bool = True  # a cell holding a JSON list (``["a >> b"]``) reads its first string
+    drop: tuple[re.Pattern, ...] = ()  # levels matching any of these are dropped (a trailing product name "...")
+    max_depth: int | None = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     format: str
     locale: str
-    columns: dict[str, str]  # contract field -> source column (product_id, title, description, brand)
+    columns: dict[str, str]  # contract field -> source field path (product_id, title, description, brand)
     facets: dict[str, FacetRule]
-    category_path: tuple[str, ...] = ()
+    category_path: tuple[str, ...] = ()  # one field path per level, root first
+    category_column: CategoryColumn | None = None  # or the whole path in one field
     attributes: tuple[str, ...] = ()
     null_values: frozenset[str] = frozenset({""})
     encoding: str = "utf-8"
@@ -54,10 +69,178 @@ class DatasetSpec:
     source_path: str = ""
     data_file: str | None = None  # the shared catalog file this spec describes, relative to TAGGER_DATA_DIR
     encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
+    product_id_hash: tuple[str, ...] = ()  # no id field: product_id = a stable hash of these fields
 
     @property
     def exclusive_facets(self) -> list[str]:
         return [f for f, r in self.facets.items() if r.exclusive]
+
+    def source_fields(self) -> list[str]:
+        """Every field path the spec reads (for the check that a file has them)."""
+        out = [*self.columns.values(), *self.category_path, *self.product_id_hash]
+        out += [self.category_column.column] if self.category_column else []
+        out += [r.column for r in self.facets.values() if r.column]
+        return list(dict.fromkeys(out))
+
+
+# ---- the YAML schema (pydantic): unknown keys and wrong types are one-line errors ---------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _RuleIn(_Strict):
+    pattern: str = Field(description="regular expression searched in each value")
+    value: str = Field(description="the tag value when it matches")
+
+
+class _FacetIn(_Strict):
+    exclusive: bool = False
+    column: str | None = Field(None, description="field path: a column, or nested (attrs.color, labels.coarse[0])")
+    from_: Literal["category_path"] | None = Field(None, alias="from")
+    split: str | None = None
+    pattern: str | None = None
+    rules: list[_RuleIn] = Field(default_factory=list)
+    value_map: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _source(self) -> _FacetIn:
+        if self.from_ is None and not self.column:
+            raise ValueError("needs 'column' (a field path) or 'from: category_path'")
+        if self.pattern and "(?P<value>" not in self.pattern:
+            raise ValueError("'pattern' needs a named group (?P<value>...)")
+        return self
+
+
+class _CategoryColumnIn(_Strict):
+    column: str
+    split: str | None = Field(None, description="literal separator between levels, e.g. ' >> '")
+    split_regex: str | None = Field(None, description="or a regular expression")
+    unwrap: bool = True
+    drop: list[str] = Field(default_factory=list)
+    max_depth: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_split(self) -> _CategoryColumnIn:
+        if (self.split is None) == (self.split_regex is None):
+            raise ValueError("give exactly one of 'split' (a literal separator) or 'split_regex'")
+        return self
+
+
+class _ColumnsIn(_Strict):
+    product_id: str | None = None
+    title: str
+    description: str | None = None
+    brand: str | None = None
+
+
+class _CsvIn(_Strict):
+    delimiter: str = ","
+    overflow: Literal["rejoin"] | None = None
+    overflow_column: str | None = None
+
+
+class _DelimitedIn(_Strict):
+    separator: str = Field(min_length=1)
+    fields: list[str] = Field(min_length=1)
+
+
+class _SpecIn(_Strict):
+    name: str = Field(min_length=1)
+    format: Literal[FORMATS]  # type: ignore[valid-type]
+    description: str = ""
+    data_file: str | None = None
+    locale: str = "en"
+    member: str | None = None
+    encoding: str = "utf-8"
+    null_values: list[str] = Field(default_factory=lambda: [""])
+    csv: _CsvIn | None = None
+    delimited: _DelimitedIn | None = None
+    columns: _ColumnsIn
+    product_id_hash: list[str] = Field(default_factory=list, description="no id field: hash these field paths")
+    category_path: list[str] | _CategoryColumnIn = Field(default_factory=list)
+    attributes: list[str] = Field(default_factory=list)
+    facets: dict[str, _FacetIn] = Field(default_factory=dict)
+    encoder: str | None = None
+
+    @model_validator(mode="after")
+    def _whole(self) -> _SpecIn:
+        if self.format == "delimited" and self.delimited is None:
+            raise ValueError("format 'delimited' needs delimited.separator and delimited.fields")
+        if not self.columns.product_id and not self.product_id_hash:
+            raise ValueError("columns must map 'product_id' to a source field, or product_id_hash list the fields "
+                             "whose hash identifies a product")  # fmt: skip
+        return self
+
+
+def _keys_at(model: Any, loc: tuple) -> list[str]:
+    """The keys a spec mapping at ``loc`` accepts (aliases as written in YAML), walking the schema's types."""
+    cur = model
+    for part in loc:
+        origin, args = typing.get_origin(cur), typing.get_args(cur)
+        if origin in (types.UnionType, typing.Union):
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            cur = models[0] if models else cur
+            origin, args = typing.get_origin(cur), typing.get_args(cur)
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            name = next((n for n, f in cur.model_fields.items() if (f.alias or n) == part), part)
+            cur = cur.model_fields[name].annotation if name in cur.model_fields else None
+        elif origin is dict:
+            cur = args[1]
+        elif origin is list:
+            cur = args[0]
+    if typing.get_origin(cur) in (types.UnionType, typing.Union):
+        cur = next((a for a in typing.get_args(cur) if isinstance(a, type) and issubclass(a, BaseModel)), cur)
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return [f.alias or n for n, f in cur.model_fields.items()]
+    return []
+
+
+_FRIENDLY = {
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "model_attributes_type": "expected a mapping (key: value)",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+}
+
+
+def _is_branch(part: Any) -> bool:
+    """A union branch's tag in a pydantic error location (``list[str]``, ``function-after[..., _Model]``)."""
+    return isinstance(part, str) and ("[" in part or part.startswith("_"))
+
+
+def _one_line(exc: ValidationError, raw: dict, source: str) -> str:
+    """The first schema error as one line: where (``facets.color``), what, and for an unknown key the allowed ones.
+
+    A key that takes either a list or a mapping (``category_path``) reports one error per branch; the branch of
+    the type the YAML gave is the one shown."""
+    errors = exc.errors()
+    err = errors[0]
+    cut = next((i for i, p in enumerate(err["loc"]) if _is_branch(p)), None)
+    if cut is not None:
+        given: Any = raw
+        for p in err["loc"][:cut]:
+            given = given.get(p) if isinstance(given, dict) else None
+        want_list = isinstance(given, list)
+        same = [e for e in errors if e["loc"][:cut] == err["loc"][:cut] and len(e["loc"]) > cut]
+        err = next((e for e in same if str(e["loc"][cut]).startswith("list[") == want_list), err)
+    loc = tuple(p for p in err["loc"] if not _is_branch(p))
+    where = ".".join(str(p) for p in loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 and cut is None else ""
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_keys_at(_SpecIn, loc[:-1]))
+        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"spec {source}: unknown key {loc[-1]!r} in {parent}; allowed: {allowed}{more}"
+    if err["type"] == "missing":
+        return f"spec {source}: {where} is required{more}"
+    msg = _FRIENDLY.get(err["type"], err["msg"].removeprefix("Value error, "))
+    got = err.get("input")
+    shown = "" if err["type"].startswith("value_error") else f", got {type(got).__name__} {got!r:.60}"
+    return f"spec {source}: {where + ': ' if where else ''}{msg}{shown}{more}"
 
 
 def available_specs() -> list[str]:
@@ -68,7 +251,7 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
     """Load a shipped spec by name (``myntra``) or any spec YAML by path.
 
     Raises:
-        SpecError: unknown name, unreadable YAML, or a spec that misses a required key.
+        SpecError: unknown name, unreadable YAML, or a spec that breaks the schema (one line naming the key).
     """
     candidate = Path(str(name_or_path))
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
@@ -84,14 +267,8 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec {source} is not valid YAML: {exc}") from exc
+        raise SpecError(f"spec {source} is not valid YAML: {' '.join(str(exc).split())}") from exc
     return parse_spec(raw, source)
-
-
-def _require(raw: dict, key: str, source: str) -> Any:
-    if key not in raw or raw[key] in (None, ""):
-        raise SpecError(f"spec {source} lacks required key {key!r}")
-    return raw[key]
 
 
 def _compile(pattern: str, source: str, where: str) -> re.Pattern:
@@ -101,65 +278,63 @@ def _compile(pattern: str, source: str, where: str) -> re.Pattern:
         raise SpecError(f"spec {source}: bad regular expression in {where}: {pattern!r} ({exc})") from exc
 
 
-def _facet(name: str, raw: dict, source: str) -> FacetRule:
-    if not isinstance(raw, dict):
-        raise SpecError(f"spec {source}: facet {name!r} must be a mapping")
-    from_path = raw.get("from") == "category_path"
-    if not from_path and not raw.get("column"):
-        raise SpecError(f"spec {source}: facet {name!r} needs 'column' or 'from: category_path'")
-    pattern = raw.get("pattern")
-    if pattern and "(?P<value>" not in pattern:
-        raise SpecError(f"spec {source}: facet {name!r} pattern needs a named group (?P<value>...)")
-    rules = tuple(
-        (_compile(r["pattern"], source, f"facet {name} rules"), str(r["value"])) for r in raw.get("rules", [])
-    )
+def _facet(name: str, f: _FacetIn, source: str) -> FacetRule:
     return FacetRule(
         name=name,
-        exclusive=bool(raw.get("exclusive", False)),
-        column=raw.get("column"),
-        from_category_path=from_path,
-        split=raw.get("split"),
-        pattern=_compile(pattern, source, f"facet {name}") if pattern else None,
-        rules=rules,
-        value_map={str(k): str(v) for k, v in (raw.get("value_map") or {}).items()},
+        exclusive=f.exclusive,
+        column=f.column,
+        from_category_path=f.from_ == "category_path",
+        split=f.split,
+        pattern=_compile(f.pattern, source, f"facets.{name}.pattern") if f.pattern else None,
+        rules=tuple((_compile(r.pattern, source, f"facets.{name}.rules"), r.value) for r in f.rules),
+        value_map=dict(f.value_map),
     )
+
+
+def _category_column(c: _CategoryColumnIn, source: str) -> CategoryColumn:
+    split = _compile(c.split_regex, source, "category_path.split_regex") if c.split_regex else re.compile(
+        re.escape(c.split.strip()) if c.split.strip() else re.escape(c.split))  # fmt: skip
+    drop = tuple(_compile(d, source, "category_path.drop") for d in c.drop)
+    return CategoryColumn(column=c.column, split=split, unwrap=c.unwrap, drop=drop, max_depth=c.max_depth)
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
+    """A spec from its YAML mapping.
+
+    Raises:
+        SpecError: one line naming the first problem (an unknown key with the allowed ones, a wrong type, a
+            missing key, a bad regular expression).
+    """
     if not isinstance(raw, dict):
         raise SpecError(f"spec {source} must be a YAML mapping, got {type(raw).__name__}")
-    fmt = _require(raw, "format", source)
-    if fmt not in FORMATS:
-        raise SpecError(f"spec {source}: format {fmt!r} is not one of {', '.join(FORMATS)}")
-    columns = dict(_require(raw, "columns", source))
-    for key in ("product_id", "title"):
-        if key not in columns:
-            raise SpecError(f"spec {source}: columns must map {key!r} to a source column")
-    facets = {n: _facet(n, r, source) for n, r in (raw.get("facets") or {}).items()}
-    csv_opts = raw.get("csv") or {}
-    delim = raw.get("delimited") or {}
-    if fmt == "delimited" and not (delim.get("separator") and delim.get("fields")):
-        raise SpecError(f"spec {source}: format 'delimited' needs delimited.separator and delimited.fields")
+    try:
+        s = _SpecIn.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc, raw, source)) from None
+    columns = {k: v for k, v in s.columns.model_dump().items() if v}
+    csv_opts = s.csv or _CsvIn()
     return DatasetSpec(
-        name=str(_require(raw, "name", source)),
-        format=fmt,
-        locale=str(raw.get("locale", "en")),
+        name=s.name,
+        format=s.format,
+        locale=s.locale,
         columns=columns,
-        facets=facets,
-        category_path=tuple(raw.get("category_path") or ()),
-        attributes=tuple(raw.get("attributes") or ()),
-        null_values=frozenset(str(v) for v in raw.get("null_values", [""])),
-        encoding=str(raw.get("encoding", "utf-8")),
-        member=raw.get("member"),
-        csv_delimiter=str(csv_opts.get("delimiter", ",")),
-        overflow=csv_opts.get("overflow"),
-        overflow_column=csv_opts.get("overflow_column"),
-        delimited_separator=delim.get("separator"),
-        delimited_fields=tuple(delim.get("fields") or ()),
-        description=str(raw.get("description", "")),
+        facets={n: _facet(n, f, source) for n, f in s.facets.items()},
+        category_path=tuple(s.category_path) if isinstance(s.category_path, list) else (),
+        category_column=None if isinstance(s.category_path, list) else _category_column(s.category_path, source),
+        attributes=tuple(s.attributes),
+        null_values=frozenset(s.null_values),
+        encoding=s.encoding,
+        member=s.member,
+        csv_delimiter=csv_opts.delimiter,
+        overflow=csv_opts.overflow,
+        overflow_column=csv_opts.overflow_column,
+        delimited_separator=s.delimited.separator if s.delimited else None,
+        delimited_fields=tuple(s.delimited.fields) if s.delimited else (),
+        description=s.description,
         source_path=source,
-        data_file=raw.get("data_file"),
-        encoder=str(raw["encoder"]) if raw.get("encoder") else None,
+        data_file=s.data_file,
+        encoder=s.encoder,
+        product_id_hash=tuple(s.product_id_hash),
     )
 
 

@@ -1,0 +1,149 @@
+"""Unit tests: the spec language reads foreign catalog shapes as they come (issue 18), and every spec mistake is
+one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline.catalog.readers import get_field, read_catalog
+from pipeline.catalog.spec import parse_spec
+from pipeline.errors import SpecError
+
+pytestmark = pytest.mark.unit
+
+BASE = {"name": "t", "format": "csv", "columns": {"product_id": "id", "title": "name"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"facets": {"color": {"colum": "c"}}},
+         "unknown key 'colum' in facets.color; allowed: exclusive, column, from, split, pattern, rules, value_map"),
+        ({"colums": {}}, "unknown key 'colums' in the top level; allowed: name, format,"),
+        ({"columns": ["id", "name"]}, "columns: expected a mapping (key: value), got list ['id', 'name']"),
+        ({"facets": {"color": {"column": ["c", "d"]}}}, "facets.color.column: expected a string, got list"),
+        ({"facets": {"color": {"column": "c", "rules": [{"value": "Red"}]}}},
+         "facets.color.rules.0.pattern is required"),
+        ({"facets": {"color": {"exclusive": True}}},
+         "facets.color: needs 'column' (a field path) or 'from: category_path'"),
+        ({"facets": {"c": {"column": "c", "exclusive": "maybe"}}}, "facets.c.exclusive: expected true or false"),
+        ({"category_path": {"column": "t", "split": ">", "maxdepth": 2}},
+         "unknown key 'maxdepth' in category_path; allowed: column, split, split_regex, unwrap, drop, max_depth"),
+        ({"category_path": {"column": "t"}}, "category_path: give exactly one of 'split'"),
+        ({"category_path": ["a", 3]}, "category_path.1: expected a string, got int 3"),
+        ({"columns": {"title": "name"}}, "columns must map 'product_id' to a source field, or product_id_hash"),
+        ({"facets": {"c": {"column": "c", "pattern": "(?P<value>(x)"}}}, "bad regular expression in facets.c.pattern"),
+    ],
+)  # fmt: skip
+def test_every_spec_mistake_is_one_line_naming_the_key(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, **change}, "shop.yaml")
+    text = str(err.value)
+    assert text.startswith("spec shop.yaml: ") and message in text and "\n" not in text, text
+
+
+def test_a_bad_spec_file_on_the_command_line_is_one_line_without_traceback(tmp_path):
+    spec = tmp_path / "shop.yaml"
+    spec.write_text("name: shop\nformat: csv\ncolumns: {product_id: id, title: name}\nfacets:\n  color: {colum: c}\n")
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("id,name,c\n1,Red shirt,Red\n")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", str(catalog), "--spec", str(spec)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr and "unknown key 'colum' in facets.color" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_field_paths_reach_into_nested_records_lists_and_json_text():
+    rec = {"sku": {"id": 7}, "labels": {"coarse": ["Shoes", "Sale"]}, "meta": '{"color": "Red", "sizes": ["S"]}',
+           "a.b": "dotted column"}  # fmt: skip
+    assert get_field(rec, "sku.id") == 7
+    assert get_field(rec, "labels.coarse[1]") == "Sale"
+    assert get_field(rec, "labels.coarse[5]") is None and get_field(rec, "labels.fine[0]") is None
+    assert get_field(rec, "meta.color") == "Red" and get_field(rec, "meta.sizes[0]") == "S"
+    assert get_field(rec, "a.b") == "dotted column"  # a column named with a dot is itself
+    assert get_field({"meta": "{not json"}, "meta.color") is None
+
+
+def test_nested_jsonl_without_an_id_reads_through_paths_and_hashes_an_id(tmp_path):
+    rows = [
+        {"name": "Trail running shoe", "labels": {"coarse": ["Shoes"], "fine": ["Running", "Trail"]},
+         "attrs": {"color": "Black"}},
+        {"name": "Wool scarf", "labels": {"coarse": ["Accessories"], "fine": []}, "attrs": {"color": "Grey"}},
+        {"name": "Wool scarf", "labels": {"coarse": ["Accessories"], "fine": []}, "attrs": {"color": "Red"}},
+    ]  # fmt: skip
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    spec = parse_spec({
+        "name": "nested", "format": "jsonl",
+        "columns": {"title": "name"}, "product_id_hash": ["name", "attrs.color"],
+        "attributes": ["attrs.color"],
+        "facets": {"coarse": {"column": "labels.coarse[0]", "exclusive": True}, "fine": {"column": "labels.fine"},
+                   "color": {"column": "attrs.color", "exclusive": True}},
+    })  # fmt: skip
+    read = read_catalog(path, spec)
+    assert read.rows_read == 3 and not read.rejects
+    first = read.frame.iloc[0]
+    assert set(first.tags) == {"coarse:shoes", "fine:running", "fine:trail", "color:black"}
+    assert first.attributes == {"attrs.color": "Black"}
+    ids = read.frame.product_id.tolist()
+    assert len(set(ids)) == 3 and all(len(i) == 16 for i in ids)  # same title, other colour: another product
+    assert read_catalog(path, spec).frame.product_id.tolist() == ids  # stable across reads
+
+
+def test_a_csv_column_holding_json_feeds_facets(tmp_path):
+    path = tmp_path / "c.csv"
+    meta = [json.dumps({"color": "White", "material": ["Linen"]}), json.dumps({"color": "Blue"})]
+    frame = pd.DataFrame({"id": ["1", "2"], "name": ["Linen shirt", "Silk tie"], "meta": meta})
+    frame.to_csv(path, index=False)
+    spec = parse_spec({**BASE, "facets": {"color": {"column": "meta.color", "exclusive": True},
+                                          "material": {"column": "meta.material"}}})  # fmt: skip
+    read = read_catalog(path, spec)
+    assert [sorted(t) for t in read.frame.tags] == [["color:white", "material:linen"], ["color:blue"]]
+
+
+def test_a_category_tree_in_one_column_becomes_hierarchical_tags(tmp_path):
+    trees = [
+        '["Home Furnishing >> Curtains & Accessories >> Curtains >> Fabula Pack of 2 Eyelet Door Curtain (213 cm..."]',
+        '["Footwear >> Women\'s Footwear >> Ballerinas"]',
+        "Clothing >> Men's Clothing",  # not wrapped
+    ]
+    path = tmp_path / "flip.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "name": ["x", "y", "z"], "tree": trees}).to_csv(path, index=False)
+    tree = {"column": "tree", "split": " >> ", "drop": [r"(\.\.\.|…)$"]}
+    spec = parse_spec({**BASE, "category_path": tree, "facets": {"category": {"from": "category_path",
+                                                                             "exclusive": True}}})  # fmt: skip
+    read = read_catalog(path, spec)
+    assert read.frame.category_path.tolist() == [
+        ["Home Furnishing", "Curtains & Accessories", "Curtains"],  # the trailing product name is dropped
+        ["Footwear", "Women's Footwear", "Ballerinas"],
+        ["Clothing", "Men's Clothing"],
+    ]
+    assert read.frame.tags[0] == ["category:home-furnishing/curtains-accessories/curtains"]
+    assert read.tags["category:home-furnishing/curtains-accessories"].parent == "category:home-furnishing"
+    capped = parse_spec({**BASE, "category_path": {**tree, "max_depth": 2},
+                         "facets": {"category": {"from": "category_path"}}})  # fmt: skip
+    assert read_catalog(path, capped).frame.category_path[1] == ["Footwear", "Women's Footwear"]
+    by_regex = parse_spec({**BASE, "category_path": {"column": "tree", "split_regex": r"\s*>>\s*"},
+                           "facets": {"category": {"from": "category_path"}}})  # fmt: skip
+    assert read_catalog(path, by_regex).frame.category_path[2] == ["Clothing", "Men's Clothing"]
+
+
+def test_parquet_nested_struct_and_list_columns(tmp_path):
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({
+        "id": ["1", "2"], "name": ["Canvas tote", "Leather belt"],
+        "labels": [{"coarse": "Bags", "fine": ["Tote", "Canvas"]}, {"coarse": "Belts", "fine": ["Leather"]}],
+    }).to_parquet(path)  # fmt: skip
+    spec = parse_spec({**BASE, "format": "parquet", "facets": {"coarse": {"column": "labels.coarse"},
+                                                                "fine": {"column": "labels.fine"}}})  # fmt: skip
+    read = read_catalog(path, spec)
+    assert [sorted(t) for t in read.frame.tags] == [
+        ["coarse:bags", "fine:canvas", "fine:tote"],
+        ["coarse:belts", "fine:leather"],
+    ]
