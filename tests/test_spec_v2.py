@@ -90,7 +90,7 @@ def test_nested_jsonl_without_an_id_reads_through_paths_and_hashes_an_id(tmp_pat
     assert read.rows_read == 3 and not read.rejects
     first = read.frame.iloc[0]
     assert set(first.tags) == {"coarse:shoes", "fine:running", "fine:trail", "color:black"}
-    assert first.attributes == {"attrs.color": "Black"}
+    assert first.attributes == {"color": "Black"}
     ids = read.frame.product_id.tolist()
     assert len(set(ids)) == 3 and all(len(i) == 16 for i in ids)  # same title, other colour: another product
     assert read_catalog(path, spec).frame.product_id.tolist() == ids  # stable across reads
@@ -147,3 +147,50 @@ def test_parquet_nested_struct_and_list_columns(tmp_path):
         ["coarse:bags", "fine:canvas", "fine:tote"],
         ["coarse:belts", "fine:leather"],
     ]
+
+
+FLIPKART_SPECS = (
+    '{"product_specification"=>[{"key"=>"Color", "value"=>"Black"}, {"key"=>"Ideal For", "value"=>"Women"}, '
+    '{"value"=>"Machine wash"}, {"key"=>"Fabric", "value"=>"Cotton"}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("cell", "fmt", "want"),
+    [
+        (FLIPKART_SPECS, "auto", {"color": "Black", "ideal_for": "Women", "material": "Cotton"}),
+        ('[{"key": "Designed For", "value": "Men"}, {"name": "Colour", "value": "Red"}]', "json",
+         {"ideal_for": "Men", "color": "Red"}),
+        ('{"Suitable For": "Kids", "Material": "Wool", "Pattern": "Solid"}', "auto",
+         {"ideal_for": "Kids", "material": "Wool", "Pattern": "Solid"}),
+        ("颜色分类#:#深灰色#;#品牌#:#Sansui/山水#;#适用#:#", "pairs", {"color": "深灰色", "brand": "Sansui/山水"}),
+        ("颜色分类#:#深灰色#;#颜色分类#:#白色", "auto", {"color": ["深灰色", "白色"]}),
+        ("not attributes at all", "auto", {}),
+        ("{broken json", "json", {}),
+    ],
+)  # fmt: skip
+def test_attribute_lists_in_one_field_in_the_common_shapes(cell, fmt, want):
+    from pipeline.catalog.readers import parse_attribute_list
+
+    spec = parse_spec({**BASE, "attribute_list": {
+        "column": "specs", "format": fmt, "pair_separator": "#;#", "key_separator": "#:#",
+        "keys": {"color": ["Color", "Colour", "颜色分类"], "ideal_for": ["Ideal For", "Designed For", "Suitable For"],
+                 "material": ["Fabric", "Material"], "brand": "品牌"}}})  # fmt: skip
+    assert parse_attribute_list(cell, spec.attribute_list) == want
+
+
+def test_attribute_list_feeds_facets_and_the_model_text(tmp_path):
+    path = tmp_path / "flip.csv"
+    pd.DataFrame({"id": ["1", "2"], "name": ["Cotton kurta", "Rain jacket"],
+                  "specs": [FLIPKART_SPECS, '{"product_specification"=>{"key"=>"Color", "value"=>"Yellow"}}']}
+                 ).to_csv(path, index=False)  # fmt: skip
+    spec = parse_spec({**BASE, "attribute_list": {"column": "specs", "keys": {
+        "color": "Color", "ideal_for": ["Ideal For", "Designed For"], "material": "Fabric"}},
+        "attributes": ["attribute_list.material"],
+        "facets": {"color": {"column": "attribute_list.color", "exclusive": True},
+                   "ideal_for": {"column": "attribute_list.ideal_for"}}})  # fmt: skip
+    read = read_catalog(path, spec)
+    assert [sorted(t) for t in read.frame.tags] == [["color:black", "ideal_for:women"], ["color:yellow"]]
+    assert read.frame.attributes.tolist() == [{"material": "Cotton"}, {}]
+    with pytest.raises(SpecError, match="attribute_list: format 'pairs' needs pair_separator and key_separator"):
+        parse_spec({**BASE, "attribute_list": {"column": "specs", "format": "pairs"}})

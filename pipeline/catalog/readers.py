@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.catalog.spec import CategoryColumn, DatasetSpec, FacetRule
+from pipeline.catalog.spec import ATTRIBUTE_LIST, AttributeList, CategoryColumn, DatasetSpec, FacetRule
 from pipeline.errors import CatalogError
 
 ROWS_PER_REPORT = 5000  # read_catalog's on_rows cadence
@@ -304,6 +304,13 @@ def get_field(rec: dict, path: str) -> Any:
     return cur
 
 
+def attribute_name(path: str) -> str:
+    """The name an attribute read from ``path`` carries in the contract and the model text: its last key
+    (``material`` of ``attribute_list.material``; a plain column keeps its name)."""
+    names = [m.group(1) for m in _PATH_PART.finditer(path) if m.group(1)]
+    return names[-1] if names else path
+
+
 def _as_values(value: Any) -> list:
     """A field's value as a list of items (a list field gives several, a scalar one)."""
     if value is None:
@@ -369,6 +376,58 @@ def _category_levels(rule: CategoryColumn, value: Any, nulls: frozenset[str]) ->
     return levels[: rule.max_depth] if rule.max_depth else levels
 
 
+_RUBY_ARROW = re.compile(r'"\s*=>\s*')
+
+
+def _pairs_in(obj: Any) -> list[tuple[str, Any]]:
+    """(key, value) pairs in parsed JSON: ``{k: v}``, ``{"key": k, "value": v}`` (or ``name``), and lists or
+    wrapping objects of those (``{"product_specification": [{"key": "Color", "value": "Black"}, ...]}``)."""
+    if isinstance(obj, list):
+        return [p for item in obj for p in _pairs_in(item)]
+    if not isinstance(obj, dict):
+        return []
+    if "value" in obj and set(obj) <= {"key", "name", "value"}:  # a {key, value} item; a value without key: none
+        key = obj.get("key", obj.get("name"))
+        return [(str(key), obj["value"])] if key is not None else []
+    out = []
+    for k, v in obj.items():
+        out += _pairs_in(v) if isinstance(v, dict | list) else [(str(k), v)]
+    return out
+
+
+def parse_attribute_list(value: Any, rule: AttributeList) -> dict[str, Any]:
+    """One field of key/value attributes -> ``{name: value}`` (a key given twice gives a list): JSON objects or
+    arrays of ``{key, value}``, Ruby-style ``{"k"=>"v"}`` hashes, or ``k<key_separator>v<pair_separator>...``
+    pairs; source keys are mapped through ``rule.keys`` (casefolded; synonyms share a name), others kept as given.
+    A cell that none of these read gives no attributes."""
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(value, dict | list):
+        pairs = _pairs_in(value)
+    elif value is not None:
+        text = str(value).strip()
+        if rule.format in ("auto", "json", "hash") and text[:1] in ("{", "["):
+            try:
+                pairs = _pairs_in(json.loads(_RUBY_ARROW.sub('": ', text) if "=>" in text else text))
+            except ValueError:
+                pairs = []
+        if not pairs and rule.format in ("auto", "pairs") and rule.pair_separator and rule.key_separator:
+            for item in text.split(rule.pair_separator):
+                k, sep, v = item.partition(rule.key_separator)
+                if sep and k.strip():
+                    pairs.append((k, v))
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        name = rule.keys.get(k.strip().casefold(), k.strip())
+        v = v.strip() if isinstance(v, str) else v
+        if name in out:
+            out[name] = [*_as_values(out[name]), v]
+        else:
+            out[name] = v
+    return out
+
+
 def _product_id(rec: dict, spec: DatasetSpec) -> str | None:
     if spec.columns.get("product_id"):
         pid = _clean(get_field(rec, spec.columns["product_id"]), frozenset())
@@ -382,6 +441,11 @@ def _product_id(rec: dict, spec: DatasetSpec) -> str | None:
 def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]) -> dict:
     nulls = spec.null_values
     col = spec.columns
+    if spec.attribute_list is not None:  # read once; facets and attributes reach it as attribute_list.<name>
+        rec = {
+            **rec,
+            ATTRIBUTE_LIST: parse_attribute_list(get_field(rec, spec.attribute_list.column), spec.attribute_list),
+        }
     if spec.category_column is not None:
         path = _category_levels(spec.category_column, get_field(rec, spec.category_column.column), nulls)
     else:
@@ -399,7 +463,7 @@ def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]
             slug = tag_slug(rule.name, value)
             seen.setdefault(slug, TagRef(slug, rule.name, value))
             tags.append(slug)
-    attrs = {a: v for a in spec.attributes if (v := _clean(get_field(rec, a), nulls)) is not None}
+    attrs = {attribute_name(a): v for a in spec.attributes if (v := _clean(get_field(rec, a), nulls)) is not None}
     return {
         "row_number": row,
         "product_id": _product_id(rec, spec),

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.errors import SpecError
 
 FORMATS = ("csv", "jsonl", "parquet", "delimited")
+ATTRIBUTE_LIST = "attribute_list"  # the record field an attribute list is read into (facets: attribute_list.color)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,17 @@ class CategoryColumn:
 
 
 @dataclass(frozen=True)
+class AttributeList:
+    """Key/value attributes held in ONE field, read into the record as ``attribute_list.<name>``."""
+
+    column: str  # field path
+    format: str  # auto | json | hash | pairs
+    pair_separator: str | None = None  # pairs: between pairs (``#;#``)
+    key_separator: str | None = None  # pairs: between key and value (``#:#``)
+    keys: dict[str, str] = field(default_factory=dict)  # source key (casefolded) -> name; others keep their key
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     format: str
@@ -70,6 +82,7 @@ class DatasetSpec:
     data_file: str | None = None  # the shared catalog file this spec describes, relative to TAGGER_DATA_DIR
     encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
     product_id_hash: tuple[str, ...] = ()  # no id field: product_id = a stable hash of these fields
+    attribute_list: AttributeList | None = None
 
     @property
     def exclusive_facets(self) -> list[str]:
@@ -79,7 +92,10 @@ class DatasetSpec:
         """Every field path the spec reads (for the check that a file has them)."""
         out = [*self.columns.values(), *self.category_path, *self.product_id_hash]
         out += [self.category_column.column] if self.category_column else []
+        out += [self.attribute_list.column] if self.attribute_list else []
+        virtual = f"{ATTRIBUTE_LIST}."  # fields the attribute list makes, not the file's
         out += [r.column for r in self.facets.values() if r.column]
+        out = [p for p in out if not p.startswith(virtual)]
         return list(dict.fromkeys(out))
 
 
@@ -126,6 +142,20 @@ class _CategoryColumnIn(_Strict):
         return self
 
 
+class _AttributeListIn(_Strict):
+    column: str
+    format: Literal["auto", "json", "hash", "pairs"] = "auto"
+    pair_separator: str | None = None
+    key_separator: str | None = None
+    keys: dict[str, str | list[str]] = Field(default_factory=dict, description="name -> source key(s) (synonyms)")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> _AttributeListIn:
+        if self.format == "pairs" and not (self.pair_separator and self.key_separator):
+            raise ValueError("format 'pairs' needs pair_separator and key_separator")
+        return self
+
+
 class _ColumnsIn(_Strict):
     product_id: str | None = None
     title: str
@@ -159,6 +189,7 @@ class _SpecIn(_Strict):
     product_id_hash: list[str] = Field(default_factory=list, description="no id field: hash these field paths")
     category_path: list[str] | _CategoryColumnIn = Field(default_factory=list)
     attributes: list[str] = Field(default_factory=list)
+    attribute_list: _AttributeListIn | None = None
     facets: dict[str, _FacetIn] = Field(default_factory=dict)
     encoder: str | None = None
 
@@ -298,6 +329,14 @@ def _category_column(c: _CategoryColumnIn, source: str) -> CategoryColumn:
     return CategoryColumn(column=c.column, split=split, unwrap=c.unwrap, drop=drop, max_depth=c.max_depth)
 
 
+def _attribute_list(a: _AttributeListIn) -> AttributeList:
+    keys = {}
+    for name, sources in a.keys.items():
+        for key in [sources] if isinstance(sources, str) else sources:
+            keys[key.strip().casefold()] = name
+    return AttributeList(a.column, a.format, a.pair_separator, a.key_separator, keys)
+
+
 def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
     """A spec from its YAML mapping.
 
@@ -335,6 +374,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
         data_file=s.data_file,
         encoder=s.encoder,
         product_id_hash=tuple(s.product_id_hash),
+        attribute_list=_attribute_list(s.attribute_list) if s.attribute_list else None,
     )
 
 
