@@ -72,6 +72,15 @@ def _params(top_k: int | None, locale: str | None) -> dict:
     return p
 
 
+def _product(p: dict) -> dict:
+    """The fields a product text is built from, JSON-ready (None and empty values left out)."""
+    out = {k: p.get(k) for k in ("title", "brand", "description") if p.get(k)}
+    attrs = p.get("attributes") or {}
+    if attrs:
+        out["attributes"] = {str(k): str(v) for k, v in dict(attrs).items() if v not in (None, "")}
+    return out
+
+
 def _unavailable(exc: Exception) -> bool:
     status = getattr(exc, "status", lambda: None)()
     return "UNAVAILABLE" in str(status or "") or "UNAVAILABLE" in str(exc)
@@ -183,6 +192,17 @@ class TaggerClient:
         """Tags and the answering ``models:/`` URI per item; inputs over ``max_batch`` go as several requests."""
         params = _params(top_k, locale)
         parts = [self._infer_chunk(c, params) for c in self._chunks(texts)]
+        return self._enrich(self._merge(parts), locale)
+
+    def infer_products(
+        self, products: Sequence[dict], top_k: int | None = None, locale: str | None = None
+    ) -> TagResult:
+        """:meth:`infer` for products as mappings (``title`` required; ``brand``, ``description``, ``attributes``
+        optional): sent as JSON with ``input=product``, so the serving version builds each model text with the
+        template it was trained with (``pipeline.training.text``), whatever the catalog's template is."""
+        params = {**_params(top_k, locale), "input": "product"}
+        items = [json.dumps(_product(p), ensure_ascii=False) for p in products]
+        parts = [self._infer_chunk(c, params) for c in self._chunks(items)]
         return self._enrich(self._merge(parts), locale)
 
     def tag(

@@ -7,10 +7,12 @@
     <repo>/<model>/<N>/labels.py        copy of pipeline/training/labels.py (the stub needs no `pipeline` package)
     <repo>/<model>/<N>/tfidf.py         copy of pipeline/training/tfidf.py, with tfidf.json + tfidf.npz when the bundle
                                         is a hybrid (encoder scores fused with the TF-IDF linear model's)
+    <repo>/<model>/<N>/text.py          copy of pipeline/training/text.py: a product sent as JSON becomes the
+                                        model text by the version's own template (version.json text_template)
     <repo>/<model>/<N>/model.onnx       exported + optimised + parity-checked (serving.export)
     <repo>/<model>/<N>/tokenizer.json   fast tokenizer of the bundle's encoder
     <repo>/<model>/<N>/label_map.json, thresholds.json, golden.json, model_card.md
-    <repo>/<model>/<N>/version.json     model_uri (models:/<name>/<N>), bundle meta, export numbers
+    <repo>/<model>/<N>/version.json     model_uri (models:/<name>/<N>), text template, bundle meta, export numbers
 
 A version folder is written under a temporary name and renamed into place, so Triton never sees half of one.
 """
@@ -25,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pipeline.training.labels
+import pipeline.training.text
 import pipeline.training.tfidf
 from pipeline.errors import BundleError
 from serving.export import export_onnx
@@ -47,6 +50,11 @@ ONNX_BATCH = 8
 def labels_source() -> Path:
 
     return Path(pipeline.training.labels.__file__)
+
+
+def text_source() -> Path:
+
+    return Path(pipeline.training.text.__file__)
 
 
 def tfidf_source() -> Path:
@@ -113,6 +121,7 @@ def build_version(
         shutil.copy2(TEMPLATE_DIR / "model.py", tmp / "model.py")
         shutil.copy2(labels_source(), tmp / "labels.py")
         shutil.copy2(tfidf_source(), tmp / "tfidf.py")
+        shutil.copy2(text_source(), tmp / "text.py")
 
         meta = json.loads((bundle_path / "bundle.json").read_text())
         (tmp / "golden.json").write_text(
@@ -126,6 +135,7 @@ def build_version(
                     "onnx_file": onnx_file,
                     "max_length": int(meta.get("max_length", 64)),
                     "pad_id": _pad_id(enc),
+                    "text_template": served_template(meta),
                     "bundle": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
                     "export": {k: v for k, v in asdict(res).items() if not k.endswith("_path")},
                 },
@@ -168,6 +178,14 @@ def _pad_id(encoder_dir: Path) -> int:
         return int(pad)
     cfg = json.loads((encoder_dir / "config.json").read_text()) if (encoder_dir / "config.json").exists() else {}
     return int(cfg.get("pad_token_id") or 0)
+
+
+def served_template(meta: dict) -> list[dict]:
+    """The text template a version builds product texts with: the bundle's, or rebuilt from the field names a
+    bundle made before templates recorded (``text_fields``)."""
+    if isinstance(meta.get("text_template"), list):
+        return meta["text_template"]
+    return pipeline.training.text.from_fields(meta.get("text_fields") or ["title"])
 
 
 def versions_on_disk(repo_dir: str | Path, model_name: str) -> list[int]:

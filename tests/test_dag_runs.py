@@ -145,11 +145,11 @@ class _DiesAfter:
     def __init__(self, client, n: int):
         self.client, self.n, self.calls = client, n, 0
 
-    def infer(self, texts):
+    def infer_products(self, products):
         self.calls += 1
         if self.calls > self.n:
             raise KeyboardInterrupt("killed midway")
-        return self.client.infer(texts)
+        return self.client.infer_products(products)
 
 
 def test_batch_tagging_killed_midway_resumes_exactly_once(dag_env, catalog):

@@ -8,11 +8,10 @@ import torch
 from helpers.data import myntra_slice
 
 from pipeline.catalog.readers import read_catalog
-from pipeline.catalog.spec import load_spec
+from pipeline.catalog.spec import load_spec, parse_spec
 from pipeline.errors import CatalogError, TrainingError
 from pipeline.training.dataset import (
     build_label_map,
-    build_text,
     collate,
     length_grouped_batches,
     normalise_title,
@@ -20,7 +19,7 @@ from pipeline.training.dataset import (
     split_digest,
     split_of,
     targets,
-    text_fields,
+    text_template,
 )
 
 
@@ -43,12 +42,21 @@ def test_split_digest_ignores_row_order_but_not_content():
 
 
 @pytest.mark.unit
-def test_build_text_orders_fields_and_skips_empty():
-    row = {"title": "Red Shirt", "brand": None, "attributes": {"year": "2012"}, "description": "x" * 500}
-    assert build_text(row, ["title", "brand", "attributes"]) == "Red Shirt | year: 2012"
-    assert len(build_text(row, ["title", "description"])) == len("Red Shirt | ") + 300
-    assert text_fields(load_spec("myntra")) == ["title"]  # what the storefront sends
-    assert text_fields(load_spec("product1m")) == ["title"]
+def test_text_template_orders_fields_caps_them_and_skips_empty():
+    from pipeline.training.text import build_text, part
+
+    row = {"title": "Red Shirt", "brand": None, "attributes": {"year": "2012", "fit": "Slim"}, "description": "x" * 500}
+    assert build_text(row, [part("title"), part("brand"), part("attributes")]) == "Red Shirt | year: 2012 | fit: Slim"
+    assert build_text(row, [part("attributes.fit"), part("title", 3)]) == "fit: Slim | Red"
+    assert len(build_text(row, [part("title"), part("description", 300)])) == len("Red Shirt | ") + 300
+    assert text_template(load_spec("myntra")) == [part("title")]  # what the storefront sends
+    assert text_template(load_spec("product1m")) == [part("title")]
+    spec = parse_spec({"name": "s", "format": "csv", "columns": {"product_id": "id", "title": "t", "brand": "b",
+                                                                 "description": "d"}})  # fmt: skip
+    assert text_template(spec) == [part("title"), part("brand"), part("description", 300)]
+    spec = parse_spec({"name": "s", "format": "csv", "columns": {"product_id": "id", "title": "t", "brand": "b"},
+                       "text": ["title", {"field": "description", "max_chars": 80}]})  # fmt: skip
+    assert text_template(spec) == [part("title"), part("description", 80)]
 
 
 @pytest.mark.unit

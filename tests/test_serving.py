@@ -179,3 +179,58 @@ def test_an_e5_version_round_trips_chinese_text_through_triton(triton, serving_s
     vdir, got = _served_as_its_bundle_predicts(serving_settings, "tagger_e5", e5_bundle.path, texts)
     assert "query: " in (vdir / "tokenizer.json").read_text(encoding="utf-8")
     assert any(got), "the tiny e5 tagger predicted nothing at all"
+
+
+def test_products_sent_as_json_are_built_into_text_by_the_served_versions_own_template(
+    triton, serving_settings, tiny_bundle
+):
+    """``input=product``: the version builds each product's text with the template in its ``version.json`` (here a
+    template with brand, a capped description and one attribute), exactly as ``pipeline.training.text`` does in
+    training; a product without a title, bad JSON or an unknown input kind is one clear error."""
+    import tritonclient.grpc as grpcclient
+
+    from pipeline.errors import ServingError
+    from pipeline.training.text import build_text
+    from serving.client import TaggerClient
+    from serving.repository import build_version
+
+    name = "tagger_products"
+    vdir = build_version(tiny_bundle.path, serving_settings.model_repository, name, 1, f"models:/{name}/1", golden=[])
+    from pipeline.training.text import part
+
+    template = [part("title"), part("brand"), part("description", 20), part("attributes.material")]
+    meta = json.loads((vdir / "version.json").read_text())
+    assert meta["text_template"] == json.loads((tiny_bundle.path / "bundle.json").read_text())["text_template"]
+    (vdir / "version.json").write_text(json.dumps({**meta, "text_template": template}))
+    products = [
+        {"title": "Puma Men Grey T-shirt", "brand": "Puma", "description": "Soft cotton tee for summer runs " * 3,
+         "attributes": {"material": "Cotton", "year": "2012"}},
+        {"title": "Nike Women Black Running Shoes", "description": None, "attributes": {}},
+        {"title": "Lavie Women Brown Handbag", "brand": "Lavie"},
+    ]  # fmt: skip
+    admin = grpcclient.InferenceServerClient(serving_settings.triton_grpc_url)
+    admin.load_model(name)
+    try:
+        with TaggerClient(serving_settings.triton_grpc_url, name, timeout=60) as c:
+            as_products = c.infer_products(products)
+            as_texts = c.infer([build_text(p, template) for p in products])
+            assert (
+                build_text(products[0], template)
+                == "Puma Men Grey T-shirt | Puma | Soft cotton tee for | material: Cotton"
+            )
+            assert as_products.tags == as_texts.tags
+            assert as_products.tags != c.infer([p["title"] for p in products]).tags  # the template mattered
+            for items, message in [
+                (["{not json"], "TEXT item 0 is not a product JSON object"),
+                (['{"brand": "Puma"}'], "TEXT item 0 is not a product with a title"),
+                (['{"title": "x", "attributes": ["a"]}'], "TEXT item 0: attributes must be an object"),
+            ]:
+                with pytest.raises(ServingError, match=message):
+                    c._infer_chunk(items, {"input": "product"})
+            with pytest.raises(ServingError, match="parameter input='xml' must be 'text' or 'product'"):
+                c._infer_chunk(["Puma Men Grey T-shirt"], {"input": "xml"})
+            again = c.infer_products(products[:1]).tags[0]  # still serving (alone in its batch: scores within 1e-3)
+            assert [t["slug"] for t in again] == [t["slug"] for t in as_products.tags[0]]
+    finally:
+        admin.unload_model(name)
+        admin.close()

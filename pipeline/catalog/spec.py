@@ -83,6 +83,7 @@ class DatasetSpec:
     encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
     product_id_hash: tuple[str, ...] = ()  # no id field: product_id = a stable hash of these fields
     attribute_list: AttributeList | None = None
+    text_template: tuple[dict, ...] = ()  # the model's input text (pipeline.training.text); () = the default
 
     @property
     def exclusive_facets(self) -> list[str]:
@@ -156,6 +157,27 @@ class _AttributeListIn(_Strict):
         return self
 
 
+class _TextPartIn(_Strict):
+    field: str = Field(description="title, brand, description, attributes or attributes.<name>")
+    max_chars: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:  # a bare name; the description keeps its default cap
+        if isinstance(data, str):
+            from pipeline.training.text import DESCRIPTION_CHARS
+
+            return {"field": data, "max_chars": DESCRIPTION_CHARS if data == "description" else None}
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> _TextPartIn:
+        from pipeline.training.text import check_field
+
+        check_field(self.field)
+        return self
+
+
 class _ColumnsIn(_Strict):
     product_id: str | None = None
     title: str
@@ -190,6 +212,7 @@ class _SpecIn(_Strict):
     category_path: list[str] | _CategoryColumnIn = Field(default_factory=list)
     attributes: list[str] = Field(default_factory=list)
     attribute_list: _AttributeListIn | None = None
+    text: list[_TextPartIn] = Field(default_factory=list, description="the model's input text, in order")
     facets: dict[str, _FacetIn] = Field(default_factory=dict)
     encoder: str | None = None
 
@@ -375,6 +398,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
         encoder=s.encoder,
         product_id_hash=tuple(s.product_id_hash),
         attribute_list=_attribute_list(s.attribute_list) if s.attribute_list else None,
+        text_template=tuple({"field": p.field, "max_chars": p.max_chars} for p in s.text),
     )
 
 

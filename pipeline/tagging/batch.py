@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from pipeline.core.services import get_engine
 from pipeline.errors import TagLibraryError
 from pipeline.settings import Settings
-from pipeline.training.dataset import build_text
 from serving.client import TaggerClient
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ def read_watermark(conn: sa.Connection, catalog: str | None) -> tuple[datetime |
 def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], size: int) -> list:
     ts, last_id = mark
     q = """
-        select id, title, description, brand, updated_at from products
+        select id, title, description, brand, attributes, updated_at from products
         where (cast(:catalog as text) is null or catalog = cast(:catalog as text))
           and (cast(:ts as timestamptz) is null or (updated_at, id) > (cast(:ts as timestamptz), :last_id))
         order by updated_at, id limit :size
@@ -61,11 +60,9 @@ def _next_batch(conn, catalog: str | None, mark: tuple[datetime | None, int], si
     return conn.execute(sa.text(q), {"catalog": catalog, "ts": ts, "last_id": last_id, "size": size}).all()
 
 
-def product_text(title: str, brand: str | None = None, description: str | None = None) -> str:
-    """The text sent to the tagger, built like the training text (``pipeline.training.dataset.build_text``)."""
-
-    row = {"title": title, "brand": brand, "description": description}
-    return build_text(row, ["title", "brand", "description"])
+def product_of(row) -> dict:
+    """A products row as the tagger reads it: Triton builds the model text with the serving version's template."""
+    return {"title": row.title, "brand": row.brand, "description": row.description, "attributes": row.attributes}
 
 
 def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[str, int], review_below: float):
@@ -132,7 +129,7 @@ def tag_batch(
             rows = _next_batch(conn, catalog, mark, size)
             if not rows:
                 break
-            result = client.infer([product_text(r.title, r.brand, r.description) for r in rows])
+            result = client.infer_products([product_of(r) for r in rows])
             written, pending = _store(conn, rows, result.tags, result.model_uris, slug_ids, review_below)
             new_mark = {"updated_at": rows[-1].updated_at.isoformat(), "id": rows[-1].id}
             conn.execute(

@@ -21,6 +21,7 @@ from pipeline.catalog.readers import facet_of, parent_of, read_catalog
 from pipeline.catalog.spec import DatasetSpec
 from pipeline.catalog.splits import SPLITS, normalise_title, split_of  # one split rule for validation and training
 from pipeline.errors import TrainingError
+from pipeline.training import text
 from pipeline.training.labels import LabelMap
 from pipeline.training.options import TrainOptions
 
@@ -46,25 +47,12 @@ def dataset_digest(frame: pd.DataFrame) -> str:
 
 
 # ---- text -------------------------------------------------------------------------------------------------
-def text_fields(spec: DatasetSpec) -> list[str]:
-    """Contract fields that feed the model text, in order: title first so truncation keeps it."""
-    fields = ["title"]
-    fields += [f for f in ("brand",) if f in spec.columns]
-    fields += ["attributes"] if spec.attributes else []
-    fields += [f for f in ("description",) if f in spec.columns]
-    return fields
-
-
-def build_text(row: dict, fields: list[str], description_chars: int = 300) -> str:
-    """``title | brand | attr: value | description`` (empty parts skipped; description cut to a few words)."""
-    parts = []
-    for f in fields:
-        value = row.get(f)
-        if f == "attributes":
-            parts += [f"{k}: {v}" for k, v in (value or {}).items() if v not in (None, "")]
-        elif isinstance(value, str) and value.strip():
-            parts.append(value.strip()[:description_chars] if f == "description" else value.strip())
-    return " | ".join(parts)
+def text_template(spec: DatasetSpec) -> list[dict]:
+    """The spec's ``text:`` template, else the default: title, brand, attributes, capped description (each when the
+    spec maps it). :mod:`pipeline.training.text` builds the text from it, in training and when serving."""
+    if spec.text_template:
+        return [dict(p) for p in spec.text_template]
+    return text.default_template("brand" in spec.columns, bool(spec.attributes), "description" in spec.columns)
 
 
 # ---- source -----------------------------------------------------------------------------------------------
@@ -148,7 +136,7 @@ class Prepared:
     frame: pd.DataFrame  # contract rows + ``split`` + ``text``
     label_map: LabelMap
     dropped: dict[str, int]
-    fields: list[str]
+    template: list[dict]  # how each row's model text was built (pipeline.training.text)
     dataset_digest: str
     test_digest: str
     _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -187,10 +175,10 @@ def prepare(
     if max_rows is not None and len(frame) > max_rows:
         frame = frame.sample(n=max_rows, random_state=sample_seed).sort_index()
     data_digest = dataset_digest(frame)
-    fields = text_fields(spec)
+    template = text_template(spec)
     frame = frame.assign(
         split=[split_of(t, split_seed) for t in frame["title"]],
-        text=[build_text(r, fields) for r in frame.to_dict(orient="records")],
+        text=[text.build_text(r, template) for r in frame.to_dict(orient="records")],
     )
     if max_train_rows is not None:
         train_idx = frame.index[frame["split"] == "train"]
@@ -213,7 +201,7 @@ def prepare(
         len(dropped),
         min_tag_count,
     )
-    return Prepared(frame, lm, dropped, fields, data_digest, split_digest(frame[frame["split"] == "test"]))
+    return Prepared(frame, lm, dropped, template, data_digest, split_digest(frame[frame["split"] == "test"]))
 
 
 # ---- tokenised batches ----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 
 from pipeline.catalog.spec import DatasetSpec, load_spec
 from pipeline.core.tracking import configure
-from pipeline.training import encoders
+from pipeline.training import encoders, text
 from pipeline.training.baseline import fit_baseline
 from pipeline.training.bundle import (
     CONFIDENT,
@@ -297,8 +297,8 @@ def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
         "spec": spec.name,
         "source": inputs.source_uri,
         "max_length": options.max_length,
-        "text_fields": prep.fields,
-        "text_template": "parts joined with ' | ' (pipeline.training.dataset.build_text)",
+        "text_fields": text.template_fields(prep.template),
+        "text_template": prep.template,  # pipeline.training.text: Triton builds product texts with it
         "encoder": inputs.encoder.name,
         "encoder_source": inputs.encoder.path,
         "encoder_prefix": inputs.encoder.prefix,

@@ -9,8 +9,10 @@ response and the others are answered normally (exactly one response per request)
 Outputs per item: ``TAGS`` (JSON list of {"slug","facet","score"[,"name"]}), ``SLUGS``/``FACETS`` (BYTES
 [B, K]) and ``SCORES`` (FP32 [B, K]) padded with ""/0 to the longest item, ``MODEL_URI`` (``models:/name/N``).
 Request parameters: ``top_k`` (int > 0), ``locale`` (adds the tag's name in that locale when the label map
-has one). ``labels.py``/``tfidf.py`` are copies of ``pipeline/`` modules so this file needs no ``pipeline``
-package (NumPy, tokenizers and onnxruntime only).
+has one), ``input`` (``text``, the default, or ``product``: each item is then a product as a JSON object,
+``{"title", "brand", "description", "attributes"}``, and this version builds its text with the template it was
+trained with). ``labels.py``/``tfidf.py``/``text.py`` are copies of ``pipeline/`` modules so this file needs no
+``pipeline`` package (NumPy, tokenizers and onnxruntime only).
 """
 
 import json
@@ -25,6 +27,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from labels import LabelMap, postprocess_scores  # noqa: E402  (the copies beside this file)
+from text import build_text  # noqa: E402
 from tfidf import TfidfScorer, served_scores  # noqa: E402
 
 OUTPUTS = frozenset({"TAGS", "SLUGS", "SCORES", "FACETS", "MODEL_URI"})
@@ -46,6 +49,7 @@ class TritonPythonModel:
         vdir = Path(args["model_repository"]) / args["model_version"]
         meta = json.loads((vdir / "version.json").read_text(encoding="utf-8"))
         self.model_uri = meta["model_uri"]
+        self.template = meta.get("text_template") or [{"field": "title", "max_chars": None}]
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1 << 30
         self.max_text_bytes = int(params.get("max_text_bytes", "4096"))
         self.chunk = int(params.get("onnx_batch", "8"))
@@ -78,6 +82,10 @@ class TritonPythonModel:
 
     # ---- request parsing -----------------------------------------------------------------------------
     def _parse(self, request):
+        params = json.loads(request.parameters() or "{}")
+        kind = params.get("input", "text")
+        if kind not in ("text", "product"):
+            raise ValueError(f"parameter input={kind!r} must be 'text' or 'product'")
         tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
         if tensor is None:
             raise ValueError("input TEXT is missing; send a BYTES tensor of shape [batch, 1]")
@@ -86,21 +94,21 @@ class TritonPythonModel:
             raise ValueError("TEXT holds no items; send at least one product text")
         if len(raw) > self.max_batch:
             raise ValueError(f"batch of {len(raw)} texts is over the maximum of {self.max_batch}; split it")
+        limit = self.max_text_bytes * (16 if kind == "product" else 1)  # a product's JSON carries its description
         texts = []
         for i, item in enumerate(raw):
             b = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            if len(b) > self.max_text_bytes:
-                raise ValueError(
-                    f"TEXT item {i} has {len(b)} bytes, over the limit of {self.max_text_bytes}; shorten it"
-                )
+            if len(b) > limit:
+                raise ValueError(f"TEXT item {i} has {len(b)} bytes, over the limit of {limit}; shorten it")
             try:
                 text = b.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ValueError(f"TEXT item {i} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if kind == "product":
+                text = self._product_text(i, text)
             if not text.strip():
                 raise ValueError(f"TEXT item {i} is empty; send a non-empty product title")
             texts.append(text)
-        params = json.loads(request.parameters() or "{}")
         top_k = params.get("top_k")
         if top_k is not None:
             try:
@@ -113,6 +121,18 @@ class TritonPythonModel:
         if locale is not None and not isinstance(locale, str):
             raise ValueError(f"parameter locale={locale!r} must be a string such as 'en' or 'zh'")
         return texts, top_k, locale
+
+    def _product_text(self, i: int, raw: str) -> str:
+        """A product sent as JSON -> this version's model text (its training template)."""
+        try:
+            product = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"TEXT item {i} is not a product JSON object ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(product, dict) or not isinstance(product.get("title"), str) or not product["title"].strip():
+            raise ValueError(f'TEXT item {i} is not a product with a title; send {{"title": "...", ...}}')
+        if not isinstance(product.get("attributes") or {}, dict):
+            raise ValueError(f"TEXT item {i}: attributes must be an object of name: value")
+        return build_text(product, self.template)
 
     # ---- model -----------------------------------------------------------------------------------------
     def _logits(self, texts):
