@@ -7,6 +7,6 @@ their top, and ``tagger --help`` (or a typo) should answer in well under a secon
 
 from rich.console import Console
 
-AREAS = ("services", "taglib", "validate", "encoders", "train", "models", "serve", "dags", "airflow", "demo")
+AREAS = ("services", "taglib", "spec", "validate", "encoders", "train", "models", "serve", "dags", "airflow", "demo")
 console = Console()
 err_console = Console(stderr=True)

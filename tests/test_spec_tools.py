@@ -1,0 +1,103 @@
+"""``tagger spec init`` drafts specs for shapes it has never seen; ``tagger spec check`` previews a file through a
+spec without writing anything; a drafted spec goes through validation and training (issue 18)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.data import MYNTRA_ZIP, foreign_shapes
+
+from pipeline.catalog.draft import draft_spec
+from pipeline.catalog.spec import parse_spec
+from pipeline.errors import CatalogError
+
+TAGGER = [sys.executable, "-m", "pipeline.cli"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return foreign_shapes(tmp_path_factory.mktemp("shapes"), 300)
+
+
+@pytest.mark.unit
+def test_init_reads_a_marketplace_csv_with_a_tree_column_a_ruby_hash_and_no_id(shapes):
+    spec = yaml.safe_load(draft_spec(shapes["csv"]))
+    assert spec["format"] == "csv" and spec["columns"] == {"title": "product_name"}
+    assert spec["product_id_hash"] == ["product_name"]
+    assert spec["category_path"] == {"column": "product_category_tree", "split": " >> ", "drop": [r"(\.\.\.|…)$"]}
+    assert spec["attribute_list"]["format"] == "hash"
+    assert spec["attribute_list"]["keys"] == {"color": ["Color"], "ideal_for": ["Ideal For"], "occasion": ["Occasion"]}
+    assert spec["facets"]["category"] == {"exclusive": True, "from": "category_path"}
+    assert spec["facets"]["color"] == {"exclusive": True, "column": "attribute_list.color"}
+    assert {"ideal_for", "occasion", "season"} <= set(spec["facets"])
+    parse_spec(spec)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("shape", ["jsonl", "parquet"])
+def test_init_reads_nested_records_into_field_paths(shapes, shape):
+    spec = yaml.safe_load(draft_spec(shapes[shape]))
+    assert spec["format"] == shape and spec["columns"] == {"title": "name", "product_id": "sku"}
+    assert spec["category_path"] == ["labels.coarse", "labels.fine"]  # the finer level goes with one coarser
+    assert spec["facets"]["color"] == {"exclusive": True, "column": "attrs.color"}
+    assert spec["facets"]["gender"] == {"exclusive": True, "column": "attrs.gender"}
+
+
+@pytest.mark.unit
+def test_init_finds_myntras_category_levels_and_every_facet_its_hand_written_spec_has():
+    spec = yaml.safe_load(draft_spec(MYNTRA_ZIP))
+    assert spec["member"] == "styles.csv" and spec["columns"] == {"title": "productDisplayName", "product_id": "id"}
+    assert spec["category_path"] == ["masterCategory", "subCategory", "articleType"]
+    assert {r.get("column") for r in spec["facets"].values()} >= {"gender", "baseColour", "season", "usage"}
+
+
+@pytest.mark.unit
+def test_init_on_files_it_cannot_read_says_why_in_one_line(tmp_path):
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("a,b\n1,2\n3,4\n")
+    for path, message in [(numbers, "no field looks like a product title"), (tmp_path / "none.csv", "not found")]:
+        with pytest.raises(CatalogError, match=message):
+            draft_spec(path)
+    out = subprocess.run([*TAGGER, "spec", "init", str(numbers)], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.integration
+def test_init_edit_check_validate_train_round_trip(shapes, tmp_path, settings):
+    """The drafted spec, with only a facet renamed by hand, previews, validates and trains."""
+    from pipeline.training.options import TrainOptions
+    from pipeline.training.train import train
+    from pipeline.validation.validate import validate_catalog
+
+    draft = tmp_path / "shop.yaml"
+    out = subprocess.run([*TAGGER, "spec", "init", str(shapes["csv"]), "--name", "shop", "-o", str(draft)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    draft.write_text(draft.read_text().replace("  ideal_for: ", "  gender: "))  # the one edit: a name
+
+    out = subprocess.run([*TAGGER, "spec", "check", str(shapes["csv"]), "--spec", str(draft), "--json"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    preview = json.loads(out.stdout)
+    assert preview["rows_read"] == 300 == preview["accepted"] + preview["quarantined"]
+    assert preview["facets"]["gender"]["tags"] >= 2 and preview["facets"]["category"]["rows"] == preview["accepted"]
+    assert set(preview["by_rule"]) <= {"product_id_unique"}  # hashed ids: an identical title is the same product
+    first = preview["items"][0]
+    assert first["category_path"] and not first["category_path"][-1].endswith("...")
+    assert first["model_text"].startswith(first["title"])
+
+    result = validate_catalog(str(shapes["csv"]), str(draft), settings)
+    assert result.rows_read == result.rows_accepted + result.rows_quarantined == 300 and result.verdict != "fail"
+    opts = TrainOptions(max_length=32, batch_size=16, epochs=1, max_steps=4, min_tag_count=3, progress=False,
+                        checkpoint_every=10**6)  # fmt: skip
+    trained = train(result.snapshot_id, str(draft), settings, opts)
+    bundle = Path(trained.bundle_path)
+    assert json.loads((bundle / "bundle.json").read_text())["spec"] == "shop"
+    slugs = [t["slug"] for t in json.loads((bundle / "label_map.json").read_text())["tags"]]
+    assert any(s.startswith("gender:") for s in slugs) and any(s.startswith("category:") for s in slugs)
