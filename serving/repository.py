@@ -135,7 +135,7 @@ def build_version(
                     "onnx_file": onnx_file,
                     "max_length": int(meta.get("max_length", 64)),
                     "pad_id": _pad_id(enc),
-                    "text_template": served_template(meta),
+                    "text_template": pipeline.training.text.template_of(meta),
                     "bundle": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
                     "export": {k: v for k, v in asdict(res).items() if not k.endswith("_path")},
                 },
@@ -178,14 +178,6 @@ def _pad_id(encoder_dir: Path) -> int:
         return int(pad)
     cfg = json.loads((encoder_dir / "config.json").read_text()) if (encoder_dir / "config.json").exists() else {}
     return int(cfg.get("pad_token_id") or 0)
-
-
-def served_template(meta: dict) -> list[dict]:
-    """The text template a version builds product texts with: the bundle's, or rebuilt from the field names a
-    bundle made before templates recorded (``text_fields``)."""
-    if isinstance(meta.get("text_template"), list):
-        return meta["text_template"]
-    return pipeline.training.text.from_fields(meta.get("text_fields") or ["title"])
 
 
 def versions_on_disk(repo_dir: str | Path, model_name: str) -> list[int]:

@@ -70,7 +70,8 @@ def test_init_on_files_it_cannot_read_says_why_in_one_line(tmp_path):
 
 @pytest.mark.integration
 def test_init_edit_check_validate_train_round_trip(shapes, tmp_path, settings):
-    """The drafted spec, with only a facet renamed by hand, previews, validates and trains."""
+    """The drafted spec, with only a facet renamed by hand, previews, validates, trains and evaluates (by run id,
+    from a snapshot through a spec file; and on another held-out file)."""
     from pipeline.training.options import TrainOptions
     from pipeline.training.train import train
     from pipeline.validation.validate import validate_catalog
@@ -101,3 +102,10 @@ def test_init_edit_check_validate_train_round_trip(shapes, tmp_path, settings):
     assert json.loads((bundle / "bundle.json").read_text())["spec"] == "shop"
     slugs = [t["slug"] for t in json.loads((bundle / "label_map.json").read_text())["tags"]]
     assert any(s.startswith("gender:") for s in slugs) and any(s.startswith("category:") for s in slugs)
+
+    from pipeline.evaluation.evaluate import evaluate
+
+    ev = evaluate(trained.run_id, settings)  # a run trained from a snapshot id through a spec given by path
+    assert ev.test_digest == trained.test_digest and ev.n_test > 0
+    other = evaluate(trained.bundle_path, settings, on=str(shapes["csv"]))  # another held-out file, all its rows
+    assert other.n_test == 300 and 0 <= other.metrics["micro_f1"] <= 1

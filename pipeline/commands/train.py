@@ -62,13 +62,16 @@ def evaluate_cmd(
     run_or_model: str = typer.Argument(..., help="Bundle folder, MLflow run id or runs:/ URI."),
     source: str = typer.Option(None, help="Catalog path or snapshot id (default: the one it was trained on)."),
     spec: str = typer.Option(None, help="Dataset spec (default: the bundle's)."),
+    on: str = typer.Option(
+        None, "--on", help="Score every row of this other held-out file instead (read with --spec)."
+    ),
 ) -> None:
-    """Score a trained tagger on the frozen test split of its catalog."""
+    """Score a trained tagger on the frozen test split of its catalog, or on another held-out file (--on)."""
     from pipeline.evaluation.evaluate import evaluate
 
-    result = evaluate(run_or_model, get_settings(), source=source, spec=spec)
+    result = evaluate(run_or_model, get_settings(), source=source, spec=spec, on=on)
     _print_metrics(console, {"model": result.metrics})
-    console.print(f"{result.n_test} test rows, digest {result.test_digest[:16]}; report {result.report_path}")
+    console.print(f"{result.n_test} rows, digest {result.test_digest[:16]}; report {result.report_path}")
 
 
 def _print_metrics(console, metrics: dict) -> None:

@@ -29,8 +29,9 @@ from pipeline.errors import BundleError
 from pipeline.evaluation import model_card, plots
 from pipeline.metrics import bootstrap_ci, micro_f1, tag_metrics
 from pipeline.training.bundle import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE, load_bundle
-from pipeline.training.dataset import load_source, prepare, targets
+from pipeline.training.dataset import load_source, prepare, split_digest, targets
 from pipeline.training.labels import LabelMap, decide
+from pipeline.training.text import build_text, template_of
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,23 @@ def resolve_bundle(bundle_or_run: str, settings) -> Path:
         ) from exc
 
 
-def evaluate(bundle_or_run: str | Path, settings, *, source: str | None = None, spec: str | None = None) -> EvalResult:
-    """Score a bundle on the frozen test split of the catalog it was trained on (or ``source`` through ``spec``).
+def _bundle_spec(meta: dict, spec: str | None):
+    """The spec to read the catalog with: the one asked for, else the YAML file the run was trained with (when it
+    still exists), else the spec's name (a shipped one)."""
+    if spec:
+        return load_spec(spec)
+    path = meta.get("spec_path")
+    return load_spec(path if path and Path(path).is_file() else meta["spec"])
+
+
+def evaluate(
+    bundle_or_run: str | Path, settings, *, source: str | None = None, spec: str | None = None,
+    on: str | None = None,
+) -> EvalResult:  # fmt: skip
+    """Score a bundle on the frozen test split of the catalog it was trained on (or ``source`` through ``spec``),
+    or with ``on`` on every row of another held-out file (read through ``spec``, else the bundle's spec).
+
+    The texts are built by the bundle's own template (as Triton builds them), whatever spec reads the rows.
 
     Raises:
         BundleError: the bundle cannot be found, or the test split's digest differs from the bundle's
@@ -199,25 +215,33 @@ def evaluate(bundle_or_run: str | Path, settings, *, source: str | None = None, 
     path = resolve_bundle(str(bundle_or_run), settings)
     bundle = load_bundle(path)
     meta = bundle.meta
-    spec_obj = load_spec(spec or meta["spec"])
-    frame, _ = load_source(source or meta["source"], spec_obj, settings)
-    prep = prepare(
-        frame, spec_obj, min_tag_count=1, split_seed=meta.get("split_seed", 0), max_rows=meta.get("max_rows")
-    )
-    test = prep.part("test")
-    if meta.get("test_digest") and prep.test_digest != meta["test_digest"]:
-        raise BundleError(
-            f"test split digest {prep.test_digest[:12]} differs from the bundle's {meta['test_digest'][:12]}: "
-            "the catalog changed, so scores would not be comparable; pass the source the bundle was trained on"
+    spec_obj = _bundle_spec(meta, spec)
+    if on is not None:
+        frame, _ = load_source(on, spec_obj, settings)
+        test = frame[frame["title"].astype(str).str.strip() != ""]
+        digest = split_digest(test)
+    else:
+        frame, _ = load_source(source or meta["source"], spec_obj, settings)
+        prep = prepare(
+            frame, spec_obj, min_tag_count=1, split_seed=meta.get("split_seed", 0), max_rows=meta.get("max_rows")
         )
+        test, digest = prep.part("test"), prep.test_digest
+        if meta.get("test_digest") and digest != meta["test_digest"]:
+            raise BundleError(
+                f"test split digest {digest[:12]} differs from the bundle's {meta['test_digest'][:12]}: the catalog "
+                "changed, so scores would not be comparable; pass the source the bundle was trained on (or --on FILE "
+                "to score another held-out file)"
+            )
+    template = template_of(meta)
+    texts = [build_text(r, template) for r in test.to_dict(orient="records")]
     y = targets(test["tags"], bundle.label_map)
-    scores = bundle.scores(test["text"].tolist())  # as served: fused with the TF-IDF half when there is one
+    scores = bundle.scores(texts)  # as served: fused with the TF-IDF half when there is one
     pred = decide(scores, bundle.label_map, bundle.thresholds)
     metrics = tag_metrics(y, pred, scores, bundle.label_map)
     out = settings.reports_dir / "evaluations" / path.name
     out.mkdir(parents=True, exist_ok=True)
-    report = out / "evaluation.json"
-    result = EvalResult(str(path), metrics, len(test), prep.test_digest, str(report))
+    report = out / ("evaluation.json" if on is None else f"evaluation_{Path(on).stem}.json")
+    result = EvalResult(str(path), metrics, len(test), digest, str(report))
     report.write_text(json.dumps(asdict(result), indent=1))
-    log.info("evaluated %s on %d test rows: micro-F1 %.4f", path, len(test), metrics["micro_f1"])
+    log.info("evaluated %s on %d rows: micro-F1 %.4f", path, len(test), metrics["micro_f1"])
     return result

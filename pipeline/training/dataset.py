@@ -63,7 +63,8 @@ def load_source(source: str | Path, spec: DatasetSpec, settings) -> tuple[pd.Dat
         CatalogError: neither a readable file nor a known snapshot id.
         ValidationFailed: the snapshot failed validation.
     """
-    path = Path(str(source))
+    source = str(source).removeprefix("snapshot:")  # a bundle records its snapshot source as snapshot:<id>
+    path = Path(source)
     if path.exists():
         read = read_catalog(path, spec)
         if read.rejects:
@@ -72,7 +73,7 @@ def load_source(source: str | Path, spec: DatasetSpec, settings) -> tuple[pd.Dat
     # deferred: snapshots live in Postgres, and the GPU machine that runs the fit (bench_gpu) has no database stack
     from pipeline.catalog.snapshot import load_snapshot
 
-    return load_snapshot(settings, str(source)), f"snapshot:{source}"
+    return load_snapshot(settings, source), f"snapshot:{source}"
 
 
 # ---- labels ------------------------------------------------------------------------------------------------

@@ -64,5 +64,13 @@ def build_text(product: dict, template: list[dict]) -> str:
     return SEPARATOR.join(out)
 
 
+def template_of(meta: dict) -> list[dict]:
+    """The template a bundle (its ``bundle.json`` meta) builds texts with: its own, or rebuilt from the field names
+    a bundle made before templates recorded (``text_fields``)."""
+    if isinstance(meta.get("text_template"), list):
+        return meta["text_template"]
+    return from_fields(meta.get("text_fields") or ["title"])
+
+
 def template_fields(template: list[dict]) -> list[str]:
     return [p["field"] for p in template]

@@ -295,6 +295,7 @@ def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
     return {
         "run_id": run_id,
         "spec": spec.name,
+        "spec_path": str(Path(spec.source_path).resolve()) if Path(spec.source_path).is_file() else None,
         "source": inputs.source_uri,
         "max_length": options.max_length,
         "text_fields": text.template_fields(prep.template),
