@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import sqlalchemy as sa
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -94,12 +93,10 @@ def _log_retry(state: RetryCallState) -> None:
 
 def tag_names_from_library(settings) -> dict[str, dict[str, str]]:
     """slug -> locale -> name, read from the tag library (tables ``tags`` + ``tag_names``)."""
-    out: dict[str, dict[str, str]] = {}
-    q = sa.text("SELECT t.slug, n.locale, n.name FROM tags t JOIN tag_names n ON n.tag_id = t.id")
+    from pipeline.catalog.taglib import all_names
+
     with get_engine(settings).connect() as conn:
-        for slug, locale, name in conn.execute(q):
-            out.setdefault(slug, {})[locale] = name
-    return out
+        return all_names(conn)
 
 
 class TaggerClient:

@@ -97,10 +97,13 @@ def test_init_edit_check_validate_train_round_trip(shapes, tmp_path, settings):
     assert result.rows_read == result.rows_accepted + result.rows_quarantined == 300 and result.verdict != "fail"
     opts = TrainOptions(max_length=32, batch_size=16, epochs=1, max_steps=4, min_tag_count=3, progress=False,
                         checkpoint_every=10**6)  # fmt: skip
+    _library_name(settings, "season:summer", zh="夏季")  # the bundle carries every locale the library has
     trained = train(result.snapshot_id, str(draft), settings, opts)
     bundle = Path(trained.bundle_path)
     assert json.loads((bundle / "bundle.json").read_text())["spec"] == "shop"
-    slugs = [t["slug"] for t in json.loads((bundle / "label_map.json").read_text())["tags"]]
+    label_map = json.loads((bundle / "label_map.json").read_text())
+    slugs = [t["slug"] for t in label_map["tags"]]
+    assert label_map["names"]["season:summer"] == {"en": "summer", "zh": "夏季"}
     assert any(s.startswith("gender:") for s in slugs) and any(s.startswith("category:") for s in slugs)
 
     from pipeline.evaluation.evaluate import evaluate
@@ -109,3 +112,20 @@ def test_init_edit_check_validate_train_round_trip(shapes, tmp_path, settings):
     assert ev.test_digest == trained.test_digest and ev.n_test > 0
     other = evaluate(trained.bundle_path, settings, on=str(shapes["csv"]))  # another held-out file, all its rows
     assert other.n_test == 300 and 0 <= other.metrics["micro_f1"] <= 1
+
+
+def _library_name(settings, slug: str, **names: str) -> None:
+    import sqlalchemy as sa
+
+    from pipeline import db
+
+    eng = sa.create_engine(settings.database_url)  # migrated by the validation step before
+    ins = sa.dialects.postgresql.insert
+    with eng.begin() as conn:
+        conn.execute(ins(db.facets).values(slug=slug.split(":")[0]).on_conflict_do_nothing())
+        fid = conn.scalar(sa.select(db.facets.c.id).where(db.facets.c.slug == slug.split(":")[0]))
+        conn.execute(ins(db.tags).values(slug=slug, facet_id=fid).on_conflict_do_nothing())
+        tid = conn.scalar(sa.select(db.tags.c.id).where(db.tags.c.slug == slug))
+        for locale, name in names.items():
+            conn.execute(ins(db.tag_names).values(tag_id=tid, locale=locale, name=name).on_conflict_do_nothing())
+    eng.dispose()

@@ -180,6 +180,19 @@ def names(conn: sa.Connection, slugs: Iterable[str], locale: str = "en") -> dict
     return {s: found.get(s, s) for s in slugs}
 
 
+def all_names(conn: sa.Connection, slugs: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """slug -> locale -> display name, every locale the library has (``slugs``: only these)."""
+    q = "select t.slug, n.locale, n.name from tags t join tag_names n on n.tag_id = t.id"
+    params: dict = {}
+    if slugs is not None:
+        q += " where t.slug = any(:slugs)"
+        params["slugs"] = list(slugs)
+    out: dict[str, dict[str, str]] = {}
+    for slug, locale, name in conn.execute(sa.text(q), params):
+        out.setdefault(slug, {})[locale] = name
+    return out
+
+
 def library_slugs(conn: sa.Connection, statuses: tuple[str, ...] = ("active", "candidate")) -> dict[str, str]:
     """slug -> status for every tag with one of ``statuses``."""
     q = sa.select(db.tags.c.slug, db.tags.c.status).where(db.tags.c.status.in_(statuses))

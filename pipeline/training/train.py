@@ -99,9 +99,28 @@ def prepare_inputs(source, spec, settings, options: TrainOptions | None = None) 
     options = replace(options.with_defaults(choice.defaults), encoder=choice.name)
     frame, source_uri = load_source(source, spec_obj, settings)
     prep = prepare_data(frame, spec_obj, options)
+    if settings.database_url or source_uri.startswith("snapshot:"):  # a tag library to ask (never start one)
+        prep.label_map = with_library_names(prep.label_map, settings)
     if options.trim_vocab:
         choice = choice.trimmed_to(prep.fit_texts(), settings.home_dir)
     return Inputs(spec_obj, source_uri, prep, choice, options)
+
+
+def with_library_names(label_map: LabelMap, settings) -> LabelMap:
+    """The label map with every locale's display name the tag library has for its tags (and their ancestors), so
+    a served version answers ``locale=zh`` with Chinese names; unchanged where no library answers (a GPU box)."""
+    from pipeline.catalog.taglib import all_names
+    from pipeline.core.services import get_engine
+
+    slugs = set(label_map.slugs) | {a for anc in label_map.ancestors.values() for a in anc}
+    try:
+        with get_engine(settings).connect() as conn:
+            library = all_names(conn, slugs)
+    except Exception as exc:  # noqa: BLE001  (no database, or no tag library yet: names from slugs stay)
+        log.info("tag names from slugs only (no tag library: %s)", type(exc).__name__)
+        return label_map
+    names = {s: {**label_map.names.get(s, {}), **library.get(s, {})} for s in slugs}
+    return replace(label_map, names=names)
 
 
 def train(source, spec, settings, options: TrainOptions | None = None) -> TrainResult:
