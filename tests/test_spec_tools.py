@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.data import MYNTRA_ZIP, foreign_shapes
+from helpers.data import MYNTRA_ZIP
 
 from pipeline.catalog.draft import draft_spec
+from pipeline.catalog.samples import foreign_shapes
 from pipeline.catalog.spec import parse_spec
 from pipeline.errors import CatalogError
 
