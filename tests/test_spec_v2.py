@@ -194,3 +194,13 @@ def test_attribute_list_feeds_facets_and_the_model_text(tmp_path):
     assert read.frame.attributes.tolist() == [{"material": "Cotton"}, {}]
     with pytest.raises(SpecError, match="attribute_list: format 'pairs' needs pair_separator and key_separator"):
         parse_spec({**BASE, "attribute_list": {"column": "specs", "format": "pairs"}})
+
+
+def test_extract_then_split_then_drop_compose(tmp_path):
+    path = tmp_path / "c.csv"
+    info = ["Colors: Red/Blue/Multi; Size: M", "Colors: Green; Size: L"]
+    pd.DataFrame({"id": ["1", "2"], "name": ["Kit", "Tee"], "info": info}).to_csv(path, index=False)
+    rule = {"column": "info", "pattern": r"Colors: (?P<value>[^;]+)", "split_after": "/", "drop": ["^Multi$"]}
+    spec = parse_spec({**BASE, "facets": {"color": rule}})
+    read = read_catalog(path, spec)  # extract "Red/Blue/Multi", split it, drop "Multi"
+    assert read.frame.tags.tolist() == [["color:red", "color:blue"], ["color:green"]]

@@ -340,8 +340,8 @@ def _facet_values(rule: FacetRule, value: Any, nulls: frozenset[str]) -> list[st
         cell = _clean(v, nulls)
         if cell is not None:
             items += cell.split(rule.split) if rule.split else [cell]
-    values = []
-    for item in items:
+    extracted = []
+    for item in items:  # split, then extract, then split again: the steps compose in this order
         item = item.strip()
         if not item or item in nulls:
             continue
@@ -350,6 +350,11 @@ def _facet_values(rule: FacetRule, value: Any, nulls: frozenset[str]) -> list[st
             if not m:
                 continue
             item = m.group("value")
+        extracted += [p.strip() for p in item.split(rule.split_after)] if rule.split_after else [item.strip()]
+    values = []
+    for item in extracted:
+        if not item or item in nulls or any(d.search(item) for d in rule.drop):
+            continue
         if rule.rules:
             item = next((v for p, v in rule.rules if p.search(item)), None)
             if item is None:

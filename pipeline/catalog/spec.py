@@ -35,6 +35,8 @@ class FacetRule:
     pattern: re.Pattern | None = None  # named group ``value`` extracts the value from each item
     rules: tuple[tuple[re.Pattern, str], ...] = ()  # first matching (pattern, value) wins
     value_map: dict[str, str] = field(default_factory=dict)
+    split_after: str | None = None  # splits each extracted value again (extract, then split)
+    drop: tuple[re.Pattern, ...] = ()  # values matching any of these are left out (after extracting and splitting)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class _FacetIn(_Strict):
     pattern: str | None = None
     rules: list[_RuleIn] = Field(default_factory=list)
     value_map: dict[str, str] = Field(default_factory=dict)
+    split_after: str | None = Field(None, description="split each value 'pattern' extracted again")
+    drop: list[str] = Field(default_factory=list, description="leave out values matching any of these patterns")
 
     @model_validator(mode="after")
     def _source(self) -> _FacetIn:
@@ -342,6 +346,8 @@ def _facet(name: str, f: _FacetIn, source: str) -> FacetRule:
         pattern=_compile(f.pattern, source, f"facets.{name}.pattern") if f.pattern else None,
         rules=tuple((_compile(r.pattern, source, f"facets.{name}.rules"), r.value) for r in f.rules),
         value_map=dict(f.value_map),
+        split_after=f.split_after,
+        drop=tuple(_compile(d, source, f"facets.{name}.drop") for d in f.drop),
     )
 
 
