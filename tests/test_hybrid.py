@@ -130,3 +130,31 @@ def test_trained_bundle_is_a_hybrid_and_predicts_its_fused_scores(tiny_bundle):
     pred = decide(fused, b.label_map, b.thresholds)
     served = [{t["slug"] for t in item if t["slug"] in b.label_map.slugs} for item in b.predict(texts)]
     assert served == [{b.label_map.slugs[j] for j in np.flatnonzero(row)} for row in pred]
+
+
+def test_an_over_confident_encoder_is_temperature_scaled_and_its_served_scores_calibrate(fitted, tmp_path):
+    """Logits five times too sharp (right 70% of the time, always ~certain): the fitted temperature softens them
+    (T < 1), the served scores' ECE drops, the decisions of exclusive facets are unchanged (argmax), and the
+    temperatures survive a save/load as Triton loads them."""
+    from pipeline.metrics import expected_calibration_error
+    from pipeline.training.hybrid import fit_hybrid
+
+    prep, base = fitted
+    lm, texts, y = prep.label_map, prep.part("val")["text"].tolist(), prep.y("val")
+    rng = np.random.default_rng(0)
+    truth = np.where(y, 2.0, -2.0) * np.where(rng.random(y.shape) < 0.7, 1.0, -1.0)  # wrong 30% of the time
+    logits = (truth + rng.normal(0, 0.5, y.shape)).astype(np.float32) * 5.0
+    thresholds = lambda p, yy, m: np.where([f.exclusive for f in m.facets for _ in range(f.end - f.start)], 0.0, 0.5)  # noqa: E731
+    scorer = fit_hybrid(base, texts, logits, y, thresholds)
+    assert all(scorer.encoder_temperatures[f.name] < 1.0 for f in lm.facets), scorer.encoder_temperatures
+    scorer.weights = {}  # the encoder alone, to see its calibration
+    thr = thresholds(None, None, lm)
+    raw = scorer.fuse(logits, scorer.decision(texts), lm, calibrated=False)
+    cal = scorer.fuse(logits, scorer.decision(texts), lm)
+    assert np.array_equal(decide(raw, lm, thr)[:, : lm.facets[0].end] if lm.facets[0].exclusive else 0,
+                          decide(cal, lm, thr)[:, : lm.facets[0].end] if lm.facets[0].exclusive else 0)  # fmt: skip
+    ece_raw = expected_calibration_error(y, decide(raw, lm, thr), raw)
+    ece_cal = expected_calibration_error(y, decide(cal, lm, thr), cal)
+    assert ece_cal < ece_raw - 0.05, (ece_raw, ece_cal)
+    scorer.save(tmp_path)
+    assert TfidfScorer.load(tmp_path).encoder_temperatures == scorer.encoder_temperatures

@@ -103,6 +103,8 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     metrics = {name: tag_metrics(y, pred, scores, label_map) for name, (scores, pred) in systems.items()}
     if info.get("hybrid"):
         metrics["hybrid"] = info["hybrid"]
+    if info.get("calibration"):
+        metrics["calibration"] = info["calibration"]
     metrics.update({k: info[k] for k in ("test_digest", "dataset_digest", "n_test", "n_train", "n_val")})
     hybrid = "encoder" in systems
     curves = {}

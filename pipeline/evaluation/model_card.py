@@ -50,6 +50,12 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
     for f, e in m["facets"].items():
         key = "accuracy" if e["exclusive"] else "micro_f1"
         lines.append(_row(f"{f} {key}", e[key], _facet(b, f, key), _facet(enc, f, key)))
+    cal = metrics.get("calibration")
+    if cal:
+        temps = ", ".join(f"{f} T={t:g}" for f, t in cal["encoder_temperatures"].items())
+        lines += ["", f"Calibration: the encoder's logits are temperature-scaled per facet on validation ({temps}); "
+                  f"ECE of the served scores on the test split {cal['ece_before']:.4f} before, {cal['ece_after']:.4f} "
+                  "after."]  # fmt: skip
     lines += [
         "",
         "## Training",

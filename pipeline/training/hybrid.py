@@ -2,9 +2,11 @@
 
 Given the fine-tuned encoder's validation logits and the TF-IDF baseline fitted on the training split, choose
 for each facet the temperature that makes the linear model's decision values probabilities (least log-loss),
-then the weight ``w_f`` in ``p = (1 - w_f) * p_encoder + w_f * p_tfidf`` that maximises that facet's validation
-accuracy (exclusive) or micro-F1 (multi-valued); ties go to the smaller weight, so a facet the TF-IDF half does
-not help stays encoder-only. The test split is never looked at. See :mod:`pipeline.training.tfidf` for serving.
+the temperature that calibrates the encoder's logits (least log-loss: temperature scaling, so the served scores
+read as probabilities and pass the gate's ECE rule), then the weight ``w_f`` in
+``p = (1 - w_f) * p_encoder + w_f * p_tfidf`` that maximises that facet's validation accuracy (exclusive) or
+micro-F1 (multi-valued); ties go to the smaller weight, so a facet the TF-IDF half does not help stays
+encoder-only. The test split is never looked at. See :mod:`pipeline.training.tfidf` for serving.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pipeline.training.tfidf import TfidfScorer
 log = logging.getLogger(__name__)
 
 WEIGHT_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+# temperature scaling of the encoder (Guo et al. 2017): a fine-tuned head is usually over-confident (T < 1 softens)
+ENCODER_GRID = (0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0)
 
 
 def fit_temperatures(decision: np.ndarray, y: np.ndarray, label_map: LabelMap, grid=None) -> dict[str, float]:
@@ -63,9 +67,12 @@ def fit_hybrid(baseline, texts_val: list[str], logits_val: np.ndarray, y_val: np
     scorer = TfidfScorer.from_baseline(baseline)
     decision = scorer.decision(texts_val)
     scorer.temperatures = fit_temperatures(decision, y_val, lm)
+    scorer.encoder_temperatures = fit_temperatures(logits_val, y_val, lm, grid=ENCODER_GRID)
     p_tfidf = probabilities(scorer.scaled(decision, lm), lm)
-    scorer.weights = choose_weights(probabilities(logits_val, lm), p_tfidf, y_val, lm, calibrate)
-    log.info("hybrid: TF-IDF temperatures %s, fusion weights %s", scorer.temperatures, scorer.weights)
+    p_enc = probabilities(scorer.scaled(logits_val, lm, scorer.encoder_temperatures), lm)
+    scorer.weights = choose_weights(p_enc, p_tfidf, y_val, lm, calibrate)
+    log.info("hybrid: TF-IDF temperatures %s, encoder temperatures %s, fusion weights %s", scorer.temperatures,
+             scorer.encoder_temperatures, scorer.weights)  # fmt: skip
     return scorer
 
 

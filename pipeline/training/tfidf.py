@@ -70,6 +70,8 @@ class TfidfScorer:
         self.intercept = np.asarray(arrays["intercept"], np.float32)  # [N]
         self.temperatures: dict[str, float] = dict(config.get("temperatures", {}))
         self.weights: dict[str, float] = dict(config.get("weights", {}))
+        # temperature scaling of the encoder's logits per facet, fitted on validation (1.0 where absent)
+        self.encoder_temperatures: dict[str, float] = dict(config.get("encoder_temperatures", {}))
         self._word_cache: dict[str, dict[str, list[int]]] = {}  # block -> word -> char_wb vocabulary ids
 
     # ---- features -----------------------------------------------------------------------------------------
@@ -127,18 +129,22 @@ class TfidfScorer:
             out[rows[starts]] += np.add.reduceat(self.coef[cols] * vals[:, None], starts, axis=0)
         return out
 
-    def fuse(self, logits: np.ndarray, decision: np.ndarray, label_map) -> np.ndarray:
-        """[B, N] fused scores: per facet ``(1 - w) * p_encoder + w * p_tfidf`` (see the module doc)."""
-        p = probabilities(logits, label_map)
+    def fuse(self, logits: np.ndarray, decision: np.ndarray, label_map, *, calibrated: bool = True) -> np.ndarray:
+        """[B, N] fused scores: per facet ``(1 - w) * p_encoder + w * p_tfidf`` (see the module doc); the encoder's
+        logits temperature-scaled first (``calibrated=False``: as they come, for the before/after report)."""
+        temps = self.encoder_temperatures if calibrated else {}
+        p = probabilities(self.scaled(logits, label_map, temps), label_map)
         w = self.weight_vector(label_map)
         if not w.any():
             return p
         return (1.0 - w) * p + w * probabilities(self.scaled(decision, label_map), label_map)
 
-    def scaled(self, decision: np.ndarray, label_map) -> np.ndarray:
-        out = decision.copy()
+    def scaled(self, values: np.ndarray, label_map, temperatures: dict | None = None) -> np.ndarray:
+        """``values`` times each facet's temperature (the TF-IDF half's unless ``temperatures`` is given)."""
+        temps = self.temperatures if temperatures is None else temperatures
+        out = values.copy()
         for f in label_map.facets:
-            out[:, f.start : f.end] *= float(self.temperatures.get(f.name, 1.0))
+            out[:, f.start : f.end] *= float(temps.get(f.name, 1.0))
         return out
 
     def weight_vector(self, label_map) -> np.ndarray:
@@ -152,7 +158,8 @@ class TfidfScorer:
         folder = Path(folder)
         arrays = {f"idf_{b['name']}": i for b, i in zip(self.blocks, self.idf, strict=True)}
         np.savez(folder / ARRAYS_FILE, coef=self.coef, intercept=self.intercept, **arrays)
-        cfg = {**self.config, "temperatures": self.temperatures, "weights": self.weights}
+        cfg = {**self.config, "temperatures": self.temperatures, "weights": self.weights,
+               "encoder_temperatures": self.encoder_temperatures}  # fmt: skip
         (folder / CONFIG_FILE).write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
 
     @classmethod

@@ -25,6 +25,7 @@ import torch
 
 from pipeline.catalog.spec import DatasetSpec, load_spec
 from pipeline.core.tracking import configure
+from pipeline.metrics import expected_calibration_error
 from pipeline.training import encoders, text
 from pipeline.training.baseline import fit_baseline
 from pipeline.training.bundle import (
@@ -40,7 +41,7 @@ from pipeline.training.bundle import (
 )
 from pipeline.training.dataset import Prepared, load_source, prepare_data
 from pipeline.training.hybrid import fuse_and_decide
-from pipeline.training.labels import LabelMap, score
+from pipeline.training.labels import LabelMap, decide, score
 from pipeline.training.loop import (
     FitState,
     calibrate_thresholds,
@@ -224,7 +225,7 @@ def finish_run(run_id: str, fitted: Fitted, inputs: Inputs, settings) -> TrainRe
     (:func:`pipeline.evaluation.evaluate.evaluate_run`), from the ``heldout.npz`` written here.
     """
     prep = inputs.prep
-    predictions, thresholds, tfidf = heldout_predictions(fitted, prep, inputs.options)
+    predictions, thresholds, tfidf, calibration = heldout_predictions(fitted, prep, inputs.options)
     samples_per_s = fitted.state.samples / max(fitted.state.seconds, 1e-9)
     meta = _bundle_meta(run_id, fitted, inputs, samples_per_s)
     bundle = save_bundle(
@@ -232,7 +233,7 @@ def finish_run(run_id: str, fitted: Fitted, inputs: Inputs, settings) -> TrainRe
     )
     write_test_split(bundle, prep)
     write_smoke_examples(bundle, prep, predictions["model"])
-    write_heldout(bundle, predictions, prep, tfidf)
+    write_heldout(bundle, predictions, prep, tfidf, calibration)
     (bundle / HISTORY_FILE).write_text(json.dumps(fitted.state.history, indent=1))
     (bundle / "settings.json").write_text(json.dumps(settings.resolved(), indent=1, default=str))
     device = f"{fitted.device}{' bf16' if fitted.bf16 else ''}"
@@ -246,14 +247,16 @@ def finish_run(run_id: str, fitted: Fitted, inputs: Inputs, settings) -> TrainRe
 
 def heldout_predictions(fitted: Fitted, prep, options: TrainOptions):
     """Scores and decisions on the frozen test split for the tagger as served (``model``), the encoder alone and
-    the TF-IDF baseline (when trained): ``({name: (scores, decisions)}, thresholds, tfidf half or None)``."""
+    the TF-IDF baseline (when trained): ``({name: (scores, decisions)}, thresholds, tfidf half or None,
+    calibration report or None)``; the report is the served scores' ECE on the test split with the encoder's
+    temperature scaling and without it (same weights and thresholds)."""
     lm, data = prep.label_map, fitted.data
     y_val = data["val"][1]
     val_texts, test_texts = prep.texts("val"), prep.texts("test")
     val_logits, test_logits, thresholds, scores, pred = encoder_test_scores(
         fitted.model, data, lm, fitted.tokenizer.pad_token_id, fitted.device, fitted.bf16
     )
-    predictions, tfidf = {"model": (scores, pred)}, None
+    predictions, tfidf, calibration = {"model": (scores, pred)}, None, None
     if options.baseline:
         base = fit_baseline(prep.texts("train"), data["train"][1], lm, seed=options.seed)
         b_thr = np.where(_exclusive_mask(lm), 0.0, 0.5).astype(np.float32)
@@ -264,10 +267,19 @@ def heldout_predictions(fitted: Fitted, prep, options: TrainOptions):
                 base, (val_texts, val_logits, y_val), (test_texts, test_logits), calibrate_thresholds
             )
             predictions["model"] = (h_scores, h_pred)
-    return predictions, thresholds, tfidf
+            raw = tfidf.fuse(test_logits, tfidf.decision(test_texts), lm, calibrated=False)
+            y_test = data["test"][1]
+            calibration = {
+                "encoder_temperatures": tfidf.encoder_temperatures,
+                "ece_before": expected_calibration_error(y_test, decide(raw, lm, thresholds), raw),
+                "ece_after": expected_calibration_error(y_test, h_pred, h_scores),
+            }
+            log.info("calibration: test ECE %.3f before temperature scaling, %.3f after", calibration["ece_before"],
+                     calibration["ece_after"])  # fmt: skip
+    return predictions, thresholds, tfidf, calibration
 
 
-def write_heldout(bundle: Path, predictions: dict, prep, tfidf) -> Path:
+def write_heldout(bundle: Path, predictions: dict, prep, tfidf, calibration: dict | None = None) -> Path:
     """``heldout.npz`` (truth, then each system's scores and decisions on the test split) + ``heldout.json``."""
     arrays = {"y_true": prep.y("test")}
     for name, (scores, pred) in predictions.items():
@@ -281,6 +293,7 @@ def write_heldout(bundle: Path, predictions: dict, prep, tfidf) -> Path:
         "n_val": len(prep.y("val")),
         "n_test": len(arrays["y_true"]),
         "hybrid": {"temperatures": tfidf.temperatures, "weights": tfidf.weights} if tfidf else None,
+        "calibration": calibration,
     }
     path = bundle / HELDOUT_INFO
     path.write_text(json.dumps(info, indent=1))
