@@ -204,3 +204,27 @@ def test_extract_then_split_then_drop_compose(tmp_path):
     spec = parse_spec({**BASE, "facets": {"color": rule}})
     read = read_catalog(path, spec)  # extract "Red/Blue/Multi", split it, drop "Multi"
     assert read.frame.tags.tolist() == [["color:red", "color:blue"], ["color:green"]]
+
+
+def test_a_facet_whose_field_feeds_the_model_text_is_named_and_reported_apart(tmp_path):
+    from pipeline.evaluation import model_card
+    from pipeline.training.dataset import text_template
+    from pipeline.validation.validate import _facet_in_text
+
+    spec = parse_spec({**BASE, "columns": {**BASE["columns"], "brand": "vendor"}, "attributes": ["fabric"],
+                       "text": ["title", "brand", "attributes"],
+                       "facets": {"brand": {"column": "vendor"}, "material": {"column": "fabric"},
+                                  "color": {"column": "colour"}}})  # fmt: skip
+    assert spec.facets_in_text(text_template(spec)) == ["brand", "material"]
+    assert (
+        "facet 'brand' reads 'vendor', which is also in the model text" in _facet_in_text(spec, text_template(spec))[0]
+    )
+    titles_only = parse_spec({**BASE, "columns": {**BASE["columns"], "brand": "vendor"}, "text": ["title"],
+                              "facets": {"brand": {"column": "vendor"}}})  # fmt: skip
+    assert titles_only.facets_in_text(text_template(titles_only)) == []
+    block = {"micro_f1": 0.9, "macro_f1": 0.8, "precision_at_1": 0.9, "ece": 0.05, "facets": {},
+             "micro_f1_without_text_facets": 0.71}  # fmt: skip
+    card = model_card.render(meta={}, metrics={"model": block, "baseline": block, "facets_in_text": ["brand"],
+                                               "n_train": 1, "n_val": 1, "n_test": 1, "test_digest": "x"},
+                             dropped={}, history=[], options={})  # fmt: skip
+    assert "facet(s) brand read a field that is also in the model text" in card and "without them: 0.7100" in card

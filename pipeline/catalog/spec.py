@@ -91,6 +91,22 @@ class DatasetSpec:
     def exclusive_facets(self) -> list[str]:
         return [f for f, r in self.facets.items() if r.exclusive]
 
+    def facets_in_text(self, template: list[dict]) -> list[str]:
+        """Facets whose source field also feeds the model text (``template``): the model reads the answer off its
+        input, and their near-perfect F1 inflates micro-F1."""
+        from pipeline.catalog.readers import attribute_name
+
+        fed = {self.columns[p["field"]] for p in template if p["field"] in self.columns}
+        names = {p["field"].split(".", 1)[1] for p in template if p["field"].startswith("attributes.")}
+        if any(p["field"] == "attributes" for p in template):
+            names |= {attribute_name(a) for a in self.attributes}
+        return [
+            f
+            for f, rule in self.facets.items()
+            if rule.column
+            and (rule.column in fed or (rule.column in self.attributes and attribute_name(rule.column) in names))
+        ]
+
     def source_fields(self) -> list[str]:
         """Every field path the spec reads (for the check that a file has them)."""
         out = [*self.columns.values(), *self.category_path, *self.product_id_hash]

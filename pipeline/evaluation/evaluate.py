@@ -101,7 +101,12 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
         y = arrays["y_true"]
         systems = {name: (arrays[f"{name}_scores"], arrays[f"{name}_pred"]) for name in info["systems"]}
     metrics = {name: tag_metrics(y, pred, scores, label_map) for name, (scores, pred) in systems.items()}
-    if info.get("hybrid"):
+    leaked = json.loads((bundle / "bundle.json").read_text()).get("facets_in_text") or []
+    if leaked:  # facets read off the model's own input: micro-F1 without them is the honest headline
+        keep = np.array([f not in leaked for f in label_map.facet_of_index()])
+        for name, (_, pred) in systems.items():
+            metrics[name]["micro_f1_without_text_facets"] = micro_f1(y[:, keep], pred[:, keep]) if keep.any() else 0.0
+        metrics["facets_in_text"] = leaked
         metrics["hybrid"] = info["hybrid"]
     if info.get("calibration"):
         metrics["calibration"] = info["calibration"]

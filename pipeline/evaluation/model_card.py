@@ -50,6 +50,12 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
     for f, e in m["facets"].items():
         key = "accuracy" if e["exclusive"] else "micro_f1"
         lines.append(_row(f"{f} {key}", e[key], _facet(b, f, key), _facet(enc, f, key)))
+    leaked = metrics.get("facets_in_text")
+    if leaked:
+        without = m["micro_f1_without_text_facets"]
+        lines += ["", f"**Warning:** facet(s) {', '.join(leaked)} read a field that is also in the model text, so the "
+                  f"tagger reads the answer off its input; micro-F1 without them: {without:.4f}"
+                  + (f" (TF-IDF baseline {b['micro_f1_without_text_facets']:.4f})" if b else "") + "."]  # fmt: skip
     cal = metrics.get("calibration")
     if cal:
         temps = ", ".join(f"{f} T={t:g}" for f, t in cal["encoder_temperatures"].items())

@@ -331,6 +331,7 @@ def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
         "source": inputs.source_uri,
         "max_length": options.max_length,
         "text_fields": text.template_fields(prep.template),
+        "facets_in_text": spec.facets_in_text(prep.template),  # read off the input: reported apart
         "text_template": prep.template,  # pipeline.training.text: Triton builds product texts with it
         "encoder": inputs.encoder.name,
         "encoder_source": inputs.encoder.path,

@@ -530,24 +530,11 @@ class Preview:
 
 
 def _facet_in_text(spec: DatasetSpec, template: list[dict]) -> list[str]:
-    """Facets whose source field also feeds the model text: the model reads the answer off its input, and their
-    F1 (near 1.0) inflates micro-F1."""
-    from pipeline.catalog.readers import attribute_name
-
-    fed = {spec.columns[p["field"]] for p in template if p["field"] in spec.columns}
-    names = {p["field"].split(".", 1)[1] for p in template if p["field"].startswith("attributes.")}
-    if any(p["field"] == "attributes" for p in template):
-        names |= {attribute_name(a) for a in spec.attributes}
-    out = []
-    attributes = set(spec.attributes)
-    for f, rule in spec.facets.items():
-        in_attrs = rule.column in attributes and attribute_name(rule.column) in names
-        if rule.column and (rule.column in fed or in_attrs):
-            out.append(
-                f"facet {f!r} reads {rule.column!r}, which is also in the model text: the tagger reads the answer off "
-                "its input (near-perfect F1 that inflates micro-F1); take it out of text: or out of the facets"
-            )
-    return out
+    return [
+        f"facet {f!r} reads {spec.facets[f].column!r}, which is also in the model text: the tagger reads the answer "
+        "off its input (near-perfect F1 that inflates micro-F1); take it out of text: or out of the facets"
+        for f in spec.facets_in_text(template)
+    ]
 
 
 def preview_catalog(
