@@ -130,3 +130,24 @@ def _library_name(settings, slug: str, **names: str) -> None:
         for locale, name in names.items():
             conn.execute(ins(db.tag_names).values(tag_id=tid, locale=locale, name=name).on_conflict_do_nothing())
     eng.dispose()
+
+
+@pytest.mark.unit
+def test_init_takes_a_long_tailed_list_field_as_multi_valued_tags_and_a_listed_brand_as_a_facet(tmp_path):
+    """NER-like rows (a Chinese title; brand and product-word spans joined by '|', most of them rare): both are
+    tag facets, split on '|', as the hand-written spec of bench/ner_catalog.py has them."""
+    rng = __import__("random").Random(0)
+    common = ["玩具", "套装", "外套", "配件", "装饰", "手机", "耳机", "面膜", "口红", "鞋", "包", "表"]
+    makers = ["索尼", "飞利浦", "移动", "联通", "电信", "华为", "小米", "苹果", "三星", "海尔", "美的", "格力"]
+    rows = []
+    for i in range(400):
+        words = [rng.choice(common)] + [f"稀有{i}"] * (i % 2)  # one common word, and a rare one every other row
+        brands = [rng.choice(makers)] + [f"品牌{i}"] * (i % 3 == 0)
+        title = f"{''.join(brands)}{''.join(words)} 新款 {i} 号"
+        rows.append({"id": f"t-{i}", "title": title, "brand": "|".join(brands), "product_word": "|".join(words)})
+    path = tmp_path / "ner.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    spec = yaml.safe_load(draft_spec(path))
+    assert spec["locale"] == "zh" and "brand" not in spec["columns"]
+    assert spec["facets"]["product_word"] == {"exclusive": False, "column": "product_word", "split": "|"}
+    assert spec["facets"]["brand"] == {"exclusive": False, "column": "brand", "split": "|"}

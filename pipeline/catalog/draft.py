@@ -17,7 +17,10 @@ look like, and roles are guessed from names and values:
 - a category path in several fields: a chain of fields, coarse to fine, where each finer value goes with one
   coarser value (``masterCategory`` > ``subCategory`` > ``articleType``), one of them named like a level;
 - tag facets: other text fields whose values repeat (at most ``MAX_FACET_VALUES`` distinct, and at most half
-  as many as the rows), and keys of an attribute list that do, exclusive when no value holds a list separator.
+  as many as the rows), fields of several values per row (``a|b``) with 10+ items seen 3+ times (a long tail of
+  rare tags is left out by training's ``min_tag_count``; up to ``MAX_LIST_TAGS`` distinct),
+  and keys of an attribute list that repeat; exclusive when no value holds a list separator. A brand-named field
+  of single values is the brand (model text); one holding lists is a facet.
 
 The draft is YAML with a comment on every guess, meant to be read and edited, then checked with
 ``tagger spec check``.
@@ -39,6 +42,7 @@ from pipeline.errors import CatalogError
 
 SAMPLE_ROWS = 2000
 MAX_FACET_VALUES = 200
+MAX_LIST_TAGS = 5000  # a field of several values per row whose items repeat is a tag field up to this many tags
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", "latin-1")
 _ID_NAME = re.compile(r"(^|[_\-. ])(id|sku|uniq_?id|item_?id|product_?id|pid|asin|code)$", re.I)
 _TITLE_NAME = re.compile(r"(title|name|productdisplayname|product_name)$", re.I)
@@ -306,6 +310,12 @@ def _attribute_facets(info: FieldInfo, attr: dict) -> dict[str, tuple[dict, str]
     return out
 
 
+def _list_separator(info: FieldInfo) -> str | None:
+    """The separator of a field that holds several values in more than 10% of its rows (``a|b``), else None."""
+    vals = info.values[:500]
+    return next((s for s in _LIST_SEPS if vals and sum(s in v for v in vals) / len(vals) > 0.1), None)
+
+
 def _looks_numeric(info: FieldInfo) -> bool:
     return bool(info.values) and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in info.values[:200])
 
@@ -355,7 +365,7 @@ def guess(draft: Draft) -> Draft:
         columns["description"] = desc
         used.add(desc)
         why["columns.description"] = f"{desc}: long text (mean {fields[desc].mean_len:.0f} characters)"
-    brand = pick(_BRAND_NAME, lambda f: f.mean_len < 60, "brand")
+    brand = pick(_BRAND_NAME, lambda f: f.mean_len < 60 and _list_separator(f) is None, "brand")  # a list: tags
     if brand:
         columns["brand"] = brand
         used.add(brand)
@@ -408,8 +418,14 @@ def guess(draft: Draft) -> Draft:
     for p, f in texts.items():
         if p in used or f.filled < 0.3:
             continue
-        if f.distinct <= MAX_FACET_VALUES and f.distinct <= max(2, 0.5 * len(f.values)) and f.mean_len < 60:
-            multi = next((s for s in _LIST_SEPS if sum(s in v for v in f.values) / len(f.values) > 0.1), None)
+        multi = _list_separator(f)
+        items = [x.strip() for v in f.values for x in (v.split(multi) if multi else [v]) if x.strip()]
+        distinct = len(set(items))
+        few = distinct <= MAX_FACET_VALUES and distinct <= max(2, 0.5 * len(items))
+        counts = Counter(items)
+        # several values per row, a long tail: a tag field when enough of its items repeat to be learned
+        repeating_list = multi is not None and distinct <= MAX_LIST_TAGS and sum(n >= 3 for n in counts.values()) >= 10
+        if (few or repeating_list) and sum(map(len, items)) / max(len(items), 1) < 60:
             name = _name(p.split(".")[-1])
             while name in facets:
                 name += "_"
@@ -417,8 +433,8 @@ def guess(draft: Draft) -> Draft:
             if multi:
                 rule["split"] = multi
             facets[name] = rule
-            top = ", ".join(v for v, _ in Counter(f.values).most_common(3))
-            why[f"facets.{name}"] = (f"{p}: {f.distinct} distinct values in {len(f.values)} rows (e.g. {top})"
+            top = ", ".join(v for v, _ in counts.most_common(3))
+            why[f"facets.{name}"] = (f"{p}: {distinct} distinct values in {len(f.values)} rows (e.g. {top})"
                                      + (f"; several per row, split on {multi!r}" if multi else ""))  # fmt: skip
             used.add(p)
     g["facets"] = facets
