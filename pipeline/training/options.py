@@ -35,7 +35,11 @@ class TrainOptions:
     warmup_ratio: float = _opt(0.06, "Share of the optimizer steps spent warming the learning rate up.")
     epochs: int = _opt(5, "Epochs (early stopping on validation micro-F1 may end sooner).")
     max_steps: int | None = _opt(None, "Cap on optimizer steps (the schedule decays over it).")
-    min_steps: int = _opt(0, "Floor of optimizer steps: a small catalog trains more epochs until it has this many.")
+    min_steps: int = _opt(
+        600,
+        "Floor of optimizer steps: a small catalog trains more epochs until it has this many (early stopping may "
+        "end sooner). Myntra with 800 training rows: encoder alone 0.846 instead of 0.836 (README).",
+    )
     max_rows: int | None = _opt(None, "Sample this many catalog rows first (demo slices; the test split shrinks).")
     max_train_rows: int | None = _opt(None, "Cap the training split only (validation and test stay whole).")
     patience: int = _opt(2, "Validations without a better micro-F1 before stopping.")
