@@ -39,11 +39,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MYNTRA = Path("myntra_fashion_styles") / "styles.csv.zip"
+SPEC_PICKLE = "myntra_spec.pkl"
 
 
 def shared_data_dir() -> Path:
     """Settings.data_dir's default without pipeline.settings (pydantic is not on the GPU machine)."""
     return Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def _spec(carry: Path):
+    """The Myntra spec: parsed by ``--prepare`` and carried (no pydantic on the GPU machine), else parsed here."""
+    import pickle
+
+    if (carry / SPEC_PICKLE).exists():
+        return pickle.loads((carry / SPEC_PICKLE).read_bytes())  # noqa: S301  (our own file, written by --prepare)
+    from pipeline.catalog.spec import load_spec
+
+    return load_spec("myntra")
 
 
 def prepare(dest: Path) -> None:
@@ -59,6 +71,12 @@ def prepare(dest: Path) -> None:
     AutoModel.from_pretrained(src, dtype=torch.float32).to(torch.bfloat16).save_pretrained(dest / "encoder")
     AutoTokenizer.from_pretrained(src).save_pretrained(dest / "encoder")
     shutil.copy2(shared_data_dir() / MYNTRA, dest / "data" / MYNTRA)
+    import pickle
+
+    from pipeline.catalog.spec import load_spec
+
+    # the spec as parsed here: its YAML schema needs pydantic, which the GPU machine lacks
+    (dest / SPEC_PICKLE).write_bytes(pickle.dumps(load_spec("myntra")))
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"wrote {dest} ({size / 2**20:.1f} MiB): carry it with the device tool")  # noqa: T201 (script)
 
@@ -166,14 +184,13 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # fit logs its progress
     from pipeline.catalog.readers import read_catalog
-    from pipeline.catalog.spec import load_spec
     from pipeline.training.loop import pick_device
     from pipeline.training.options import TrainOptions
 
     device, bf16 = pick_device(TrainOptions(device=args.device))
     encoder = str(args.carry / "encoder") if (args.carry / "encoder").exists() else None  # None: packaged MiniLM
     data_dir = args.carry / "data" if (args.carry / "data").exists() else shared_data_dir()
-    spec = load_spec("myntra")
+    spec = _spec(args.carry)
     frame = read_catalog(data_dir / MYNTRA, spec).frame
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

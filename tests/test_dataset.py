@@ -43,7 +43,7 @@ def test_split_digest_ignores_row_order_but_not_content():
 
 @pytest.mark.unit
 def test_text_template_orders_fields_caps_them_and_skips_empty():
-    from pipeline.training.text import build_text, part
+    from pipeline.catalog.text import build_text, part
 
     row = {"title": "Red Shirt", "brand": None, "attributes": {"year": "2012", "fit": "Slim"}, "description": "x" * 500}
     assert build_text(row, [part("title"), part("brand"), part("attributes")]) == "Red Shirt | year: 2012 | fit: Slim"

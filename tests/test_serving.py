@@ -185,18 +185,18 @@ def test_products_sent_as_json_are_built_into_text_by_the_served_versions_own_te
     triton, serving_settings, tiny_bundle
 ):
     """``input=product``: the version builds each product's text with the template in its ``version.json`` (here a
-    template with brand, a capped description and one attribute), exactly as ``pipeline.training.text`` does in
+    template with brand, a capped description and one attribute), exactly as ``pipeline.catalog.text`` does in
     training; a product without a title, bad JSON or an unknown input kind is one clear error."""
     import tritonclient.grpc as grpcclient
 
+    from pipeline.catalog.text import build_text
     from pipeline.errors import ServingError
-    from pipeline.training.text import build_text
     from serving.client import TaggerClient
     from serving.repository import build_version
 
     name = "tagger_products"
     vdir = build_version(tiny_bundle.path, serving_settings.model_repository, name, 1, f"models:/{name}/1", golden=[])
-    from pipeline.training.text import part
+    from pipeline.catalog.text import part
 
     template = [part("title"), part("brand"), part("description", 20), part("attributes.material")]
     meta = json.loads((vdir / "version.json").read_text())

@@ -52,19 +52,29 @@ import pipeline.catalog.readers
 import pipeline.catalog.spec
 from pipeline.training.loop import fit, tokenize_splits
 from pipeline.training.dataset import prepare_data
+import pickle, os
+spec = pickle.loads(open(os.environ["SPEC_PICKLE"], "rb").read())  # what bench_gpu --prepare carries
+assert spec.name == "myntra" and spec.facets["category"].from_category_path
 print("OK")
 """
 
 
 @pytest.mark.unit
-def test_the_training_path_imports_without_the_database_and_mlflow_stack():
+def test_the_training_path_imports_without_the_database_and_mlflow_stack(tmp_path):
+    """Also the spec: parsed here (its schema needs pydantic), it unpickles there as bench_gpu carries it."""
+    import os
+    import pickle
     import subprocess
     import sys
     from pathlib import Path
 
+    from pipeline.catalog.spec import load_spec
+
     root = Path(__file__).resolve().parents[1]
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(load_spec("myntra")))
+    env = {**os.environ, "SPEC_PICKLE": str(tmp_path / "spec.pkl")}
     proc = subprocess.run(
-        [sys.executable, "-c", _IMPORT_WITHOUT_STACK], cwd=root, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _IMPORT_WITHOUT_STACK], cwd=root, capture_output=True, text=True, timeout=120, env=env
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-2000:]
 

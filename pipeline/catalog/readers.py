@@ -36,7 +36,15 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.catalog.spec import ATTRIBUTE_LIST, AttributeList, CategoryColumn, DatasetSpec, FacetRule
+from pipeline.catalog.spec import (
+    ATTRIBUTE_LIST,
+    PATH_PART,
+    AttributeList,
+    CategoryColumn,
+    DatasetSpec,
+    FacetRule,
+    attribute_name,
+)
 from pipeline.errors import CatalogError
 
 ROWS_PER_REPORT = 5000  # read_catalog's on_rows cadence
@@ -268,15 +276,12 @@ def _check_columns(found: list[str], spec: DatasetSpec, path: str) -> None:
 
 
 # ---- field paths: a column, or a path into a nested record or a column holding JSON ----------------------------
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
 def field_root(path: str, columns: list[str] | dict) -> str:
     """The column a field path starts from (``labels`` of ``labels.coarse[0]``); a column whose own name has dots or
     brackets is its own root."""
     if path in columns:
         return path
-    m = _PATH_PART.match(path)
+    m = PATH_PART.match(path)
     return m.group(1) if m and m.group(1) else path
 
 
@@ -287,7 +292,7 @@ def get_field(rec: dict, path: str) -> Any:
     if path in rec:
         return rec[path]
     cur: Any = rec
-    for m in _PATH_PART.finditer(path):
+    for m in PATH_PART.finditer(path):
         if isinstance(cur, str) and cur.lstrip()[:1] in ("{", "["):
             try:
                 cur = json.loads(cur)
@@ -302,13 +307,6 @@ def get_field(rec: dict, path: str) -> Any:
         if cur is None:
             return None
     return cur
-
-
-def attribute_name(path: str) -> str:
-    """The name an attribute read from ``path`` carries in the contract and the model text: its last key
-    (``material`` of ``attribute_list.material``; a plain column keeps its name)."""
-    names = [m.group(1) for m in _PATH_PART.finditer(path) if m.group(1)]
-    return names[-1] if names else path
 
 
 def _as_values(value: Any) -> list:

@@ -6,315 +6,23 @@ so a shop can bring its own catalog without code.
 
 from __future__ import annotations
 
-import re
-import types
-import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.catalog.spec_model import (  # noqa: F401  (re-exported: the classes a spec is made of)
+    ATTRIBUTE_LIST,
+    FORMATS,
+    PATH_PART,
+    AttributeList,
+    CategoryColumn,
+    DatasetSpec,
+    FacetRule,
+    attribute_name,
+)
 from pipeline.errors import SpecError
-
-FORMATS = ("csv", "jsonl", "parquet", "delimited")
-ATTRIBUTE_LIST = "attribute_list"  # the record field an attribute list is read into (facets: attribute_list.color)
-
-
-@dataclass(frozen=True)
-class FacetRule:
-    """How one facet's values are read from a source row."""
-
-    name: str
-    exclusive: bool
-    column: str | None = None  # field path of the value(s) (a list value gives several)
-    from_category_path: bool = False  # the facet is the category path (leaf + hierarchy)
-    split: str | None = None  # multi-valued cell separator
-    pattern: re.Pattern | None = None  # named group ``value`` extracts the value from each item
-    rules: tuple[tuple[re.Pattern, str], ...] = ()  # first matching (pattern, value) wins
-    value_map: dict[str, str] = field(default_factory=dict)
-    split_after: str | None = None  # splits each extracted value again (extract, then split)
-    drop: tuple[re.Pattern, ...] = ()  # values matching any of these are left out (after extracting and splitting)
-
-
-@dataclass(frozen=True)
-class CategoryColumn:
-    """A category path held in ONE field (``Home >> Curtains >> Eyelet curtains``)."""
-
-    column: str  # field path
-    split: re.Pattern  # the separator between levels (a literal ``split`` is escaped into a pattern)
-    unwrap: bool = True  # a cell holding a JSON list (``["a >> b"]``) reads its first string
-    drop: tuple[re.Pattern, ...] = ()  # levels matching any of these are dropped (a trailing product name "...")
-    max_depth: int | None = None
-
-
-@dataclass(frozen=True)
-class AttributeList:
-    """Key/value attributes held in ONE field, read into the record as ``attribute_list.<name>``."""
-
-    column: str  # field path
-    format: str  # auto | json | hash | pairs
-    pair_separator: str | None = None  # pairs: between pairs (``#;#``)
-    key_separator: str | None = None  # pairs: between key and value (``#:#``)
-    keys: dict[str, str] = field(default_factory=dict)  # source key (casefolded) -> name; others keep their key
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    format: str
-    locale: str
-    columns: dict[str, str]  # contract field -> source field path (product_id, title, description, brand)
-    facets: dict[str, FacetRule]
-    category_path: tuple[str, ...] = ()  # one field path per level, root first
-    category_column: CategoryColumn | None = None  # or the whole path in one field
-    attributes: tuple[str, ...] = ()
-    null_values: frozenset[str] = frozenset({""})
-    encoding: str = "utf-8"
-    member: str | None = None
-    csv_delimiter: str = ","
-    overflow: str | None = None  # "rejoin" | None
-    overflow_column: str | None = None
-    delimited_separator: str | None = None
-    delimited_fields: tuple[str, ...] = ()
-    description: str = ""
-    source_path: str = ""
-    data_file: str | None = None  # the shared catalog file this spec describes, relative to TAGGER_DATA_DIR
-    encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
-    product_id_hash: tuple[str, ...] = ()  # no id field: product_id = a stable hash of these fields
-    attribute_list: AttributeList | None = None
-    text_template: tuple[dict, ...] = ()  # the model's input text (pipeline.training.text); () = the default
-
-    @property
-    def exclusive_facets(self) -> list[str]:
-        return [f for f, r in self.facets.items() if r.exclusive]
-
-    def facets_in_text(self, template: list[dict]) -> list[str]:
-        """Facets whose source field also feeds the model text (``template``): the model reads the answer off its
-        input, and their near-perfect F1 inflates micro-F1."""
-        from pipeline.catalog.readers import attribute_name
-
-        fed = {self.columns[p["field"]] for p in template if p["field"] in self.columns}
-        names = {p["field"].split(".", 1)[1] for p in template if p["field"].startswith("attributes.")}
-        if any(p["field"] == "attributes" for p in template):
-            names |= {attribute_name(a) for a in self.attributes}
-        return [
-            f
-            for f, rule in self.facets.items()
-            if rule.column
-            and (rule.column in fed or (rule.column in self.attributes and attribute_name(rule.column) in names))
-        ]
-
-    def source_fields(self) -> list[str]:
-        """Every field path the spec reads (for the check that a file has them)."""
-        out = [*self.columns.values(), *self.category_path, *self.product_id_hash]
-        out += [self.category_column.column] if self.category_column else []
-        out += [self.attribute_list.column] if self.attribute_list else []
-        virtual = f"{ATTRIBUTE_LIST}."  # fields the attribute list makes, not the file's
-        out += [r.column for r in self.facets.values() if r.column]
-        out = [p for p in out if not p.startswith(virtual)]
-        return list(dict.fromkeys(out))
-
-
-# ---- the YAML schema (pydantic): unknown keys and wrong types are one-line errors ---------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class _RuleIn(_Strict):
-    pattern: str = Field(description="regular expression searched in each value")
-    value: str = Field(description="the tag value when it matches")
-
-
-class _FacetIn(_Strict):
-    exclusive: bool = False
-    column: str | None = Field(None, description="field path: a column, or nested (attrs.color, labels.coarse[0])")
-    from_: Literal["category_path"] | None = Field(None, alias="from")
-    split: str | None = None
-    pattern: str | None = None
-    rules: list[_RuleIn] = Field(default_factory=list)
-    value_map: dict[str, str] = Field(default_factory=dict)
-    split_after: str | None = Field(None, description="split each value 'pattern' extracted again")
-    drop: list[str] = Field(default_factory=list, description="leave out values matching any of these patterns")
-
-    @model_validator(mode="after")
-    def _source(self) -> _FacetIn:
-        if self.from_ is None and not self.column:
-            raise ValueError("needs 'column' (a field path) or 'from: category_path'")
-        if self.pattern and "(?P<value>" not in self.pattern:
-            raise ValueError("'pattern' needs a named group (?P<value>...)")
-        return self
-
-
-class _CategoryColumnIn(_Strict):
-    column: str
-    split: str | None = Field(None, description="literal separator between levels, e.g. ' >> '")
-    split_regex: str | None = Field(None, description="or a regular expression")
-    unwrap: bool = True
-    drop: list[str] = Field(default_factory=list)
-    max_depth: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _one_split(self) -> _CategoryColumnIn:
-        if (self.split is None) == (self.split_regex is None):
-            raise ValueError("give exactly one of 'split' (a literal separator) or 'split_regex'")
-        return self
-
-
-class _AttributeListIn(_Strict):
-    column: str
-    format: Literal["auto", "json", "hash", "pairs"] = "auto"
-    pair_separator: str | None = None
-    key_separator: str | None = None
-    keys: dict[str, str | list[str]] = Field(default_factory=dict, description="name -> source key(s) (synonyms)")
-
-    @model_validator(mode="after")
-    def _pairs(self) -> _AttributeListIn:
-        if self.format == "pairs" and not (self.pair_separator and self.key_separator):
-            raise ValueError("format 'pairs' needs pair_separator and key_separator")
-        return self
-
-
-class _TextPartIn(_Strict):
-    field: str = Field(description="title, brand, description, attributes or attributes.<name>")
-    max_chars: int | None = Field(None, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, data: Any) -> Any:  # a bare name; the description keeps its default cap
-        if isinstance(data, str):
-            from pipeline.training.text import DESCRIPTION_CHARS
-
-            return {"field": data, "max_chars": DESCRIPTION_CHARS if data == "description" else None}
-        return data
-
-    @model_validator(mode="after")
-    def _known(self) -> _TextPartIn:
-        from pipeline.training.text import check_field
-
-        check_field(self.field)
-        return self
-
-
-class _ColumnsIn(_Strict):
-    product_id: str | None = None
-    title: str
-    description: str | None = None
-    brand: str | None = None
-
-
-class _CsvIn(_Strict):
-    delimiter: str = ","
-    overflow: Literal["rejoin"] | None = None
-    overflow_column: str | None = None
-
-
-class _DelimitedIn(_Strict):
-    separator: str = Field(min_length=1)
-    fields: list[str] = Field(min_length=1)
-
-
-class _SpecIn(_Strict):
-    name: str = Field(min_length=1)
-    format: Literal[FORMATS]  # type: ignore[valid-type]
-    description: str = ""
-    data_file: str | None = None
-    locale: str = "en"
-    member: str | None = None
-    encoding: str = "utf-8"
-    null_values: list[str] = Field(default_factory=lambda: [""])
-    csv: _CsvIn | None = None
-    delimited: _DelimitedIn | None = None
-    columns: _ColumnsIn
-    product_id_hash: list[str] = Field(default_factory=list, description="no id field: hash these field paths")
-    category_path: list[str] | _CategoryColumnIn = Field(default_factory=list)
-    attributes: list[str] = Field(default_factory=list)
-    attribute_list: _AttributeListIn | None = None
-    text: list[_TextPartIn] = Field(default_factory=list, description="the model's input text, in order")
-    facets: dict[str, _FacetIn] = Field(default_factory=dict)
-    encoder: str | None = None
-
-    @model_validator(mode="after")
-    def _whole(self) -> _SpecIn:
-        if self.format == "delimited" and self.delimited is None:
-            raise ValueError("format 'delimited' needs delimited.separator and delimited.fields")
-        if not self.columns.product_id and not self.product_id_hash:
-            raise ValueError("columns must map 'product_id' to a source field, or product_id_hash list the fields "
-                             "whose hash identifies a product")  # fmt: skip
-        return self
-
-
-def _keys_at(model: Any, loc: tuple) -> list[str]:
-    """The keys a spec mapping at ``loc`` accepts (aliases as written in YAML), walking the schema's types."""
-    cur = model
-    for part in loc:
-        origin, args = typing.get_origin(cur), typing.get_args(cur)
-        if origin in (types.UnionType, typing.Union):
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            cur = models[0] if models else cur
-            origin, args = typing.get_origin(cur), typing.get_args(cur)
-        if isinstance(cur, type) and issubclass(cur, BaseModel):
-            name = next((n for n, f in cur.model_fields.items() if (f.alias or n) == part), part)
-            cur = cur.model_fields[name].annotation if name in cur.model_fields else None
-        elif origin is dict:
-            cur = args[1]
-        elif origin is list:
-            cur = args[0]
-    if typing.get_origin(cur) in (types.UnionType, typing.Union):
-        cur = next((a for a in typing.get_args(cur) if isinstance(a, type) and issubclass(a, BaseModel)), cur)
-    if isinstance(cur, type) and issubclass(cur, BaseModel):
-        return [f.alias or n for n, f in cur.model_fields.items()]
-    return []
-
-
-_FRIENDLY = {
-    "dict_type": "expected a mapping (key: value)",
-    "model_type": "expected a mapping (key: value)",
-    "model_attributes_type": "expected a mapping (key: value)",
-    "string_type": "expected a string",
-    "list_type": "expected a list",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-}
-
-
-def _is_branch(part: Any) -> bool:
-    """A union branch's tag in a pydantic error location (``list[str]``, ``function-after[..., _Model]``)."""
-    return isinstance(part, str) and ("[" in part or part.startswith("_"))
-
-
-def _one_line(exc: ValidationError, raw: dict, source: str) -> str:
-    """The first schema error as one line: where (``facets.color``), what, and for an unknown key the allowed ones.
-
-    A key that takes either a list or a mapping (``category_path``) reports one error per branch; the branch of
-    the type the YAML gave is the one shown."""
-    errors = exc.errors()
-    err = errors[0]
-    cut = next((i for i, p in enumerate(err["loc"]) if _is_branch(p)), None)
-    if cut is not None:
-        given: Any = raw
-        for p in err["loc"][:cut]:
-            given = given.get(p) if isinstance(given, dict) else None
-        want_list = isinstance(given, list)
-        same = [e for e in errors if e["loc"][:cut] == err["loc"][:cut] and len(e["loc"]) > cut]
-        err = next((e for e in same if str(e["loc"][cut]).startswith("list[") == want_list), err)
-    loc = tuple(p for p in err["loc"] if not _is_branch(p))
-    where = ".".join(str(p) for p in loc)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 and cut is None else ""
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_keys_at(_SpecIn, loc[:-1]))
-        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
-        return f"spec {source}: unknown key {loc[-1]!r} in {parent}; allowed: {allowed}{more}"
-    if err["type"] == "missing":
-        return f"spec {source}: {where} is required{more}"
-    msg = _FRIENDLY.get(err["type"], err["msg"].removeprefix("Value error, "))
-    got = err.get("input")
-    shown = "" if err["type"].startswith("value_error") else f", got {type(got).__name__} {got!r:.60}"
-    return f"spec {source}: {where + ': ' if where else ''}{msg}{shown}{more}"
 
 
 def available_specs() -> list[str]:
@@ -345,83 +53,17 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
     return parse_spec(raw, source)
 
 
-def _compile(pattern: str, source: str, where: str) -> re.Pattern:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise SpecError(f"spec {source}: bad regular expression in {where}: {pattern!r} ({exc})") from exc
-
-
-def _facet(name: str, f: _FacetIn, source: str) -> FacetRule:
-    return FacetRule(
-        name=name,
-        exclusive=f.exclusive,
-        column=f.column,
-        from_category_path=f.from_ == "category_path",
-        split=f.split,
-        pattern=_compile(f.pattern, source, f"facets.{name}.pattern") if f.pattern else None,
-        rules=tuple((_compile(r.pattern, source, f"facets.{name}.rules"), r.value) for r in f.rules),
-        value_map=dict(f.value_map),
-        split_after=f.split_after,
-        drop=tuple(_compile(d, source, f"facets.{name}.drop") for d in f.drop),
-    )
-
-
-def _category_column(c: _CategoryColumnIn, source: str) -> CategoryColumn:
-    split = _compile(c.split_regex, source, "category_path.split_regex") if c.split_regex else re.compile(
-        re.escape(c.split.strip()) if c.split.strip() else re.escape(c.split))  # fmt: skip
-    drop = tuple(_compile(d, source, "category_path.drop") for d in c.drop)
-    return CategoryColumn(column=c.column, split=split, unwrap=c.unwrap, drop=drop, max_depth=c.max_depth)
-
-
-def _attribute_list(a: _AttributeListIn) -> AttributeList:
-    keys = {}
-    for name, sources in a.keys.items():
-        for key in [sources] if isinstance(sources, str) else sources:
-            keys[key.strip().casefold()] = name
-    return AttributeList(a.column, a.format, a.pair_separator, a.key_separator, keys)
-
-
 def parse_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
-    """A spec from its YAML mapping.
+    """A spec from its YAML mapping, checked by the schema (:mod:`pipeline.catalog.schema`, pydantic; imported
+    here so that the training path, which only reads :class:`DatasetSpec`, needs no pydantic).
 
     Raises:
         SpecError: one line naming the first problem (an unknown key with the allowed ones, a wrong type, a
             missing key, a bad regular expression).
     """
-    if not isinstance(raw, dict):
-        raise SpecError(f"spec {source} must be a YAML mapping, got {type(raw).__name__}")
-    try:
-        s = _SpecIn.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_one_line(exc, raw, source)) from None
-    columns = {k: v for k, v in s.columns.model_dump().items() if v}
-    csv_opts = s.csv or _CsvIn()
-    return DatasetSpec(
-        name=s.name,
-        format=s.format,
-        locale=s.locale,
-        columns=columns,
-        facets={n: _facet(n, f, source) for n, f in s.facets.items()},
-        category_path=tuple(s.category_path) if isinstance(s.category_path, list) else (),
-        category_column=None if isinstance(s.category_path, list) else _category_column(s.category_path, source),
-        attributes=tuple(s.attributes),
-        null_values=frozenset(s.null_values),
-        encoding=s.encoding,
-        member=s.member,
-        csv_delimiter=csv_opts.delimiter,
-        overflow=csv_opts.overflow,
-        overflow_column=csv_opts.overflow_column,
-        delimited_separator=s.delimited.separator if s.delimited else None,
-        delimited_fields=tuple(s.delimited.fields) if s.delimited else (),
-        description=s.description,
-        source_path=source,
-        data_file=s.data_file,
-        encoder=s.encoder,
-        product_id_hash=tuple(s.product_id_hash),
-        attribute_list=_attribute_list(s.attribute_list) if s.attribute_list else None,
-        text_template=tuple({"field": p.field, "max_chars": p.max_chars} for p in s.text),
-    )
+    from pipeline.catalog.schema import build_spec
+
+    return build_spec(raw, source)
 
 
 def default_source(spec: str | DatasetSpec, data_dir: Path) -> str:

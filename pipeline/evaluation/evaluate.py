@@ -23,6 +23,7 @@ import numpy as np
 from mlflow.entities import Metric
 
 from pipeline.catalog.spec import load_spec
+from pipeline.catalog.text import build_text, template_of
 from pipeline.core.tracking import client as mlflow_client
 from pipeline.core.tracking import configure
 from pipeline.errors import BundleError
@@ -31,7 +32,6 @@ from pipeline.metrics import bootstrap_ci, micro_f1, tag_metrics
 from pipeline.training.bundle import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE, load_bundle
 from pipeline.training.dataset import load_source, prepare, split_digest, targets
 from pipeline.training.labels import LabelMap, decide
-from pipeline.training.text import build_text, template_of
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.catalog import text
 from pipeline.catalog.readers import facet_of, parent_of, read_catalog
 from pipeline.catalog.spec import DatasetSpec
 from pipeline.catalog.splits import SPLITS, normalise_title, split_of  # one split rule for validation and training
 from pipeline.errors import TrainingError
-from pipeline.training import text
 from pipeline.training.labels import LabelMap
 from pipeline.training.options import TrainOptions
 
@@ -47,12 +47,7 @@ def dataset_digest(frame: pd.DataFrame) -> str:
 
 
 # ---- text -------------------------------------------------------------------------------------------------
-def text_template(spec: DatasetSpec) -> list[dict]:
-    """The spec's ``text:`` template, else the default: title, brand, attributes, capped description (each when the
-    spec maps it). :mod:`pipeline.training.text` builds the text from it, in training and when serving."""
-    if spec.text_template:
-        return [dict(p) for p in spec.text_template]
-    return text.default_template("brand" in spec.columns, bool(spec.attributes), "description" in spec.columns)
+text_template = text.template_for  # the spec's model-text template (pipeline.catalog.text)
 
 
 # ---- source -----------------------------------------------------------------------------------------------
@@ -137,7 +132,7 @@ class Prepared:
     frame: pd.DataFrame  # contract rows + ``split`` + ``text``
     label_map: LabelMap
     dropped: dict[str, int]
-    template: list[dict]  # how each row's model text was built (pipeline.training.text)
+    template: list[dict]  # how each row's model text was built (pipeline.catalog.text)
     dataset_digest: str
     test_digest: str
     _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)

@@ -23,10 +23,11 @@ import mlflow
 import numpy as np
 import torch
 
+from pipeline.catalog import text
 from pipeline.catalog.spec import DatasetSpec, load_spec
 from pipeline.core.tracking import configure
 from pipeline.metrics import expected_calibration_error
-from pipeline.training import encoders, text
+from pipeline.training import encoders
 from pipeline.training.baseline import fit_baseline
 from pipeline.training.bundle import (
     CONFIDENT,
@@ -332,7 +333,7 @@ def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
         "max_length": options.max_length,
         "text_fields": text.template_fields(prep.template),
         "facets_in_text": spec.facets_in_text(prep.template),  # read off the input: reported apart
-        "text_template": prep.template,  # pipeline.training.text: Triton builds product texts with it
+        "text_template": prep.template,  # pipeline.catalog.text: Triton builds product texts with it
         "encoder": inputs.encoder.name,
         "encoder_source": inputs.encoder.path,
         "encoder_prefix": inputs.encoder.prefix,

@@ -552,8 +552,7 @@ def preview_catalog(
     import tempfile
 
     from pipeline.catalog.readers import read_catalog
-    from pipeline.training.dataset import text_template
-    from pipeline.training.text import build_text
+    from pipeline.catalog.text import build_text, template_for
 
     opts = opts or ValidationOptions()
     spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
@@ -571,7 +570,7 @@ def preview_catalog(
     accepted = read.frame[~read.frame["row_number"].isin(bad)]
     if len(accepted) + len(bad) != read.rows_read:  # the gate's invariant, as in validation
         raise RuntimeError(f"rows read {read.rows_read} != accepted {len(accepted)} + quarantined {len(bad)}")
-    template = text_template(spec_obj)
+    template = template_for(spec_obj)
     items = []
     for rec in accepted.head(show).to_dict(orient="records"):
         keep = ("row_number", "product_id", "title", "brand", "category_path", "attributes", "tags")

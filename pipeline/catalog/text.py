@@ -35,6 +35,15 @@ def default_template(has_brand: bool, has_attributes: bool, has_description: boo
     return parts
 
 
+def template_for(spec) -> list[dict]:
+    """A dataset spec's ``text:`` template, else the default: title, brand, attributes, capped description (each
+    when the spec maps it). ``spec`` is a :class:`pipeline.catalog.spec.DatasetSpec` (not imported: this file
+    travels alone to Triton)."""
+    if spec.text_template:
+        return [dict(p) for p in spec.text_template]
+    return default_template("brand" in spec.columns, bool(spec.attributes), "description" in spec.columns)
+
+
 def from_fields(fields: list[str]) -> list[dict]:
     """The template of a bundle that recorded only its field names (before templates): the description capped."""
     return [part(f, DESCRIPTION_CHARS if f == "description" else None) for f in fields]
