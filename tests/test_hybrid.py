@@ -158,3 +158,20 @@ def test_an_over_confident_encoder_is_temperature_scaled_and_its_served_scores_c
     assert ece_cal < ece_raw - 0.05, (ece_raw, ece_cal)
     scorer.save(tmp_path)
     assert TfidfScorer.load(tmp_path).encoder_temperatures == scorer.encoder_temperatures
+
+
+def test_metrics_report_micro_f1_without_facets_read_off_the_input(tiny_bundle, tmp_path):
+    import shutil
+
+    from pipeline.evaluation.evaluate import heldout_metrics
+    from pipeline.metrics import micro_f1
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    leaked = [json.loads((copy / "label_map.json").read_text())["facets"][0]["name"]]
+    (copy / "bundle.json").write_text(json.dumps({**meta, "facets_in_text": leaked}))
+    metrics, _, y, served = heldout_metrics(copy)
+    keep = np.array([f not in leaked for f in LabelMap.load(copy / "label_map.json").facet_of_index()])
+    assert metrics["facets_in_text"] == leaked and "hybrid" in metrics
+    assert metrics["model"]["micro_f1_without_text_facets"] == micro_f1(y[:, keep], served[:, keep])

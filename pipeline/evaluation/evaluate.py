@@ -107,6 +107,7 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
         for name, (_, pred) in systems.items():
             metrics[name]["micro_f1_without_text_facets"] = micro_f1(y[:, keep], pred[:, keep]) if keep.any() else 0.0
         metrics["facets_in_text"] = leaked
+    if info.get("hybrid"):
         metrics["hybrid"] = info["hybrid"]
     if info.get("calibration"):
         metrics["calibration"] = info["calibration"]
