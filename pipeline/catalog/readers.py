@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.catalog.spec import (
+from pipeline.catalog.spec_model import (
     ATTRIBUTE_LIST,
     PATH_PART,
     AttributeList,

@@ -12,16 +12,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.catalog.spec_model import (  # noqa: F401  (re-exported: the classes a spec is made of)
-    ATTRIBUTE_LIST,
-    FORMATS,
-    PATH_PART,
-    AttributeList,
-    CategoryColumn,
-    DatasetSpec,
-    FacetRule,
-    attribute_name,
-)
+from pipeline.catalog.spec_model import AttributeList, DatasetSpec, FacetRule  # noqa: F401  (re-exported)
 from pipeline.errors import SpecError
 
 
