@@ -196,7 +196,7 @@ class TaggerClient:
     ) -> TagResult:
         """:meth:`infer` for products as mappings (``title`` required; ``brand``, ``description``, ``attributes``
         optional): sent as JSON with ``input=product``, so the serving version builds each model text with the
-        template it was trained with (``pipeline.training.text``), whatever the catalog's template is."""
+        template it was trained with (``pipeline.catalog.text``), whatever the catalog's template is."""
         params = {**_params(top_k, locale), "input": "product"}
         items = [json.dumps(_product(p), ensure_ascii=False) for p in products]
         parts = [self._infer_chunk(c, params) for c in self._chunks(items)]

@@ -26,8 +26,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pipeline.catalog.text
 import pipeline.training.labels
-import pipeline.training.text
 import pipeline.training.tfidf
 from pipeline.errors import BundleError
 from serving.export import export_onnx
@@ -54,7 +54,7 @@ def labels_source() -> Path:
 
 def text_source() -> Path:
 
-    return Path(pipeline.training.text.__file__)
+    return Path(pipeline.catalog.text.__file__)
 
 
 def tfidf_source() -> Path:
@@ -135,7 +135,7 @@ def build_version(
                     "onnx_file": onnx_file,
                     "max_length": int(meta.get("max_length", 64)),
                     "pad_id": _pad_id(enc),
-                    "text_template": pipeline.training.text.template_of(meta),
+                    "text_template": pipeline.catalog.text.template_of(meta),
                     "bundle": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
                     "export": {k: v for k, v in asdict(res).items() if not k.endswith("_path")},
                 },
