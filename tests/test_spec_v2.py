@@ -228,3 +228,24 @@ def test_a_facet_whose_field_feeds_the_model_text_is_named_and_reported_apart(tm
                                                "n_train": 1, "n_val": 1, "n_test": 1, "test_digest": "x"},
                              dropped={}, history=[], options={})  # fmt: skip
     assert "facet(s) brand read a field that is also in the model text" in card and "without them: 0.7100" in card
+
+
+def test_one_field_split_into_two_feeds_the_title_and_an_attribute_list(tmp_path):
+    """A record without an id whose one field holds ``title<TAB>attributes`` (a Chinese marketplace's JSONL)."""
+    rows = [{"text": "红色纯棉衬衫 男款\t颜色分类#:#红色#;#品牌#:#山水"}, {"text": "黑色皮带\t颜色分类#:#黑色"},
+            {"text": "无属性的商品"}]  # fmt: skip
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    spec = parse_spec({"name": "zh", "format": "jsonl", "locale": "zh", "columns": {"title": "title"},
+                       "product_id_hash": ["text"],
+                       "split_fields": [{"column": "text", "separator": "\t", "into": ["title", "specs"]}],
+                       "attribute_list": {"column": "specs", "format": "pairs", "pair_separator": "#;#",
+                                          "key_separator": "#:#", "keys": {"color": "颜色分类", "brand": "品牌"}},
+                       "facets": {"color": {"column": "attribute_list.color", "exclusive": True}}})  # fmt: skip
+    assert spec.source_fields() == ["text"]  # title and specs are made by the split, not the file's
+    read = read_catalog(path, spec)
+    assert read.rows_read == 3 and not read.rejects
+    assert read.frame.title.tolist() == ["红色纯棉衬衫 男款", "黑色皮带", "无属性的商品"]
+    assert read.frame.tags.tolist() == [["color:红色"], ["color:黑色"], []]
+    with pytest.raises(SpecError, match="split_fields.0.into: List should have at least 2 items"):
+        parse_spec({**BASE, "split_fields": [{"column": "text", "separator": "\t", "into": ["title"]}]}, "s.yaml")

@@ -444,6 +444,10 @@ def _product_id(rec: dict, spec: DatasetSpec) -> str | None:
 def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]) -> dict:
     nulls = spec.null_values
     col = spec.columns
+    for sf in spec.split_fields:  # first: the parts are fields like the file's own
+        value = _clean(get_field(rec, sf.column), frozenset())
+        parts = value.split(sf.separator, len(sf.into) - 1) if value is not None else []
+        rec = {**rec, **{name: (parts[i].strip() if i < len(parts) else None) for i, name in enumerate(sf.into)}}
     if spec.attribute_list is not None:  # read once; facets and attributes reach it as attribute_list.<name>
         rec = {
             **rec,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.catalog.spec_model import FORMATS, AttributeList, CategoryColumn, DatasetSpec, FacetRule
+from pipeline.catalog.spec_model import FORMATS, AttributeList, CategoryColumn, DatasetSpec, FacetRule, SplitField
 from pipeline.catalog.text import DESCRIPTION_CHARS, check_field
 from pipeline.errors import SpecError
 
@@ -94,6 +94,12 @@ class _TextPartIn(_Strict):
         return self
 
 
+class _SplitFieldIn(_Strict):
+    column: str
+    separator: str = Field(min_length=1)
+    into: list[str] = Field(min_length=2, description="names of the parts, in order; the last keeps the rest")
+
+
 class _ColumnsIn(_Strict):
     product_id: str | None = None
     title: str
@@ -128,6 +134,7 @@ class _SpecIn(_Strict):
     category_path: list[str] | _CategoryColumnIn = Field(default_factory=list)
     attributes: list[str] = Field(default_factory=list)
     attribute_list: _AttributeListIn | None = None
+    split_fields: list[_SplitFieldIn] = Field(default_factory=list)
     text: list[_TextPartIn] = Field(default_factory=list, description="the model's input text, in order")
     facets: dict[str, _FacetIn] = Field(default_factory=dict)
     encoder: str | None = None
@@ -288,5 +295,6 @@ def build_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
         encoder=s.encoder,
         product_id_hash=tuple(s.product_id_hash),
         attribute_list=_attribute_list(s.attribute_list) if s.attribute_list else None,
+        split_fields=tuple(SplitField(f.column, f.separator, tuple(f.into)) for f in s.split_fields),
         text_template=tuple({"field": p.field, "max_chars": p.max_chars} for p in s.text),
     )

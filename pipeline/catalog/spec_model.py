@@ -13,6 +13,11 @@ FORMATS = ("csv", "jsonl", "parquet", "delimited")
 PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")  # a field path: names and [index] parts
 
 
+def _root(path: str) -> str:
+    m = PATH_PART.match(path)
+    return m.group(1) if m and m.group(1) else path
+
+
 def attribute_name(path: str) -> str:
     """The name an attribute read from ``path`` carries in the contract and the model text: its last key
     (``material`` of ``attribute_list.material``; a plain column keeps its name)."""
@@ -62,6 +67,15 @@ class AttributeList:
 
 
 @dataclass(frozen=True)
+class SplitField:
+    """One source field holding several (``title<TAB>attributes``): split into named fields the spec reads."""
+
+    column: str  # field path
+    separator: str
+    into: tuple[str, ...]  # the new fields, in order (the last one keeps the rest)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     format: str
@@ -85,6 +99,7 @@ class DatasetSpec:
     encoder: str | None = None  # the encoder to train on (pipeline.training.encoders); None: chosen by locale
     product_id_hash: tuple[str, ...] = ()  # no id field: product_id = a stable hash of these fields
     attribute_list: AttributeList | None = None
+    split_fields: tuple[SplitField, ...] = ()  # applied first: their parts are fields like the file's own
     text_template: tuple[dict, ...] = ()  # the model's input text (pipeline.catalog.text); () = the default
 
     @property
@@ -110,7 +125,8 @@ class DatasetSpec:
         out = [*self.columns.values(), *self.category_path, *self.product_id_hash]
         out += [self.category_column.column] if self.category_column else []
         out += [self.attribute_list.column] if self.attribute_list else []
-        virtual = f"{ATTRIBUTE_LIST}."  # fields the attribute list makes, not the file's
         out += [r.column for r in self.facets.values() if r.column]
-        out = [p for p in out if not p.startswith(virtual)]
+        made = {ATTRIBUTE_LIST} | {name for sf in self.split_fields for name in sf.into}  # not the file's
+        out = [p for p in out if p not in made and _root(p) not in made]
+        out += [sf.column for sf in self.split_fields]
         return list(dict.fromkeys(out))
