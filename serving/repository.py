@@ -7,7 +7,7 @@
     <repo>/<model>/<N>/labels.py        copy of pipeline/training/labels.py (the stub needs no `pipeline` package)
     <repo>/<model>/<N>/tfidf.py         copy of pipeline/training/tfidf.py, with tfidf.json + tfidf.npz when the bundle
                                         is a hybrid (encoder scores fused with the TF-IDF linear model's)
-    <repo>/<model>/<N>/text.py          copy of pipeline/training/text.py: a product sent as JSON becomes the
+    <repo>/<model>/<N>/text.py          copy of pipeline/catalog/text.py: a product sent as JSON becomes the
                                         model text by the version's own template (version.json text_template)
     <repo>/<model>/<N>/model.onnx       exported + optimised + parity-checked (serving.export)
     <repo>/<model>/<N>/tokenizer.json   fast tokenizer of the bundle's encoder

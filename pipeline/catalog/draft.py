@@ -327,11 +327,11 @@ def guess(draft: Draft) -> Draft:
     used: set[str] = set()
     attr_facets: dict[str, tuple[dict, str]] = {}
 
-    def pick(name_rx, ok, role: str) -> str | None:
+    def pick(name_rx, ok) -> str | None:
         named = [p for p, f in fields.items() if p not in used and name_rx.search(p.split(".")[-1]) and ok(f)]
         return named[0] if named else None
 
-    ident = pick(_ID_NAME, lambda f: f.unique_share > 0.99 and f.filled > 0.99, "id")
+    ident = pick(_ID_NAME, lambda f: f.unique_share > 0.99 and f.filled > 0.99)
     if ident is None:
         cands = [p for p, f in fields.items() if f.unique_share > 0.999 and f.filled > 0.999 and f.mean_len <= 40
                  and not any(" " in v for v in f.values[:200])]  # fmt: skip
@@ -340,7 +340,7 @@ def guess(draft: Draft) -> Draft:
     else:
         why_id = "named like an id, unique in every sampled row"
     texts = {p: f for p, f in fields.items() if not _looks_numeric(f)}
-    title = pick(_TITLE_NAME, lambda f: 5 <= f.mean_len <= 300 and f.filled > 0.9, "title")
+    title = pick(_TITLE_NAME, lambda f: 5 <= f.mean_len <= 300 and f.filled > 0.9)
     if title and _NOT_TITLE.search(title.split(".")[-1]):
         title = None
     why_title = "named like a title"
@@ -357,7 +357,7 @@ def guess(draft: Draft) -> Draft:
     if ident:
         columns["product_id"] = ident
         why["columns.product_id"] = f"{ident}: {why_id}"
-    desc = pick(_DESC_NAME, lambda f: f.mean_len > 20, "description")
+    desc = pick(_DESC_NAME, lambda f: f.mean_len > 20)
     if desc is None:
         long = [p for p, f in texts.items() if p not in used and f.mean_len > 150 and f.filled > 0.5]
         desc = max(long, key=lambda p: fields[p].mean_len) if long else None
@@ -365,7 +365,7 @@ def guess(draft: Draft) -> Draft:
         columns["description"] = desc
         used.add(desc)
         why["columns.description"] = f"{desc}: long text (mean {fields[desc].mean_len:.0f} characters)"
-    brand = pick(_BRAND_NAME, lambda f: f.mean_len < 60 and _list_separator(f) is None, "brand")  # a list: tags
+    brand = pick(_BRAND_NAME, lambda f: f.mean_len < 60 and _list_separator(f) is None)  # a list: tags
     if brand:
         columns["brand"] = brand
         used.add(brand)

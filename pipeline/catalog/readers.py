@@ -44,6 +44,7 @@ from pipeline.catalog.spec_model import (
     DatasetSpec,
     FacetRule,
     attribute_name,
+    path_root,
 )
 from pipeline.errors import CatalogError
 
@@ -279,10 +280,7 @@ def _check_columns(found: list[str], spec: DatasetSpec, path: str) -> None:
 def field_root(path: str, columns: list[str] | dict) -> str:
     """The column a field path starts from (``labels`` of ``labels.coarse[0]``); a column whose own name has dots or
     brackets is its own root."""
-    if path in columns:
-        return path
-    m = PATH_PART.match(path)
-    return m.group(1) if m and m.group(1) else path
+    return path if path in columns else path_root(path)
 
 
 def get_field(rec: dict, path: str) -> Any:

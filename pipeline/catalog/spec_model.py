@@ -13,7 +13,8 @@ FORMATS = ("csv", "jsonl", "parquet", "delimited")
 PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")  # a field path: names and [index] parts
 
 
-def _root(path: str) -> str:
+def path_root(path: str) -> str:
+    """The first name of a field path (``labels`` of ``labels.coarse[0]``)."""
     m = PATH_PART.match(path)
     return m.group(1) if m and m.group(1) else path
 
@@ -127,6 +128,6 @@ class DatasetSpec:
         out += [self.attribute_list.column] if self.attribute_list else []
         out += [r.column for r in self.facets.values() if r.column]
         made = {ATTRIBUTE_LIST} | {name for sf in self.split_fields for name in sf.into}  # not the file's
-        out = [p for p in out if p not in made and _root(p) not in made]
+        out = [p for p in out if p not in made and path_root(p) not in made]
         out += [sf.column for sf in self.split_fields]
         return list(dict.fromkeys(out))

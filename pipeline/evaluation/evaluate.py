@@ -61,7 +61,7 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
     run_id = meta["run_id"]
     if (bundle / METRICS_FILE).exists() and not force:
         return RunEvaluation(run_id, str(bundle), json.loads((bundle / METRICS_FILE).read_text()), reused=True)
-    metrics, curves, y, served = heldout_metrics(bundle)
+    metrics, curves, y, served = heldout_metrics(bundle, meta)
     metrics["encoder_name"] = meta.get("encoder") or meta.get("encoder_source")  # what `models compare` shows
     label_map = LabelMap.load(bundle / "label_map.json")
     _write_plots(bundle / "plots", metrics, curves, y, served, label_map)
@@ -88,8 +88,9 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
     return RunEvaluation(run_id, str(bundle), metrics)
 
 
-def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-    """(metrics.json body, PR curves by legend name, y_true, served decisions) from a bundle's held-out files."""
+def heldout_metrics(bundle: Path, meta: dict | None = None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """(metrics.json body, PR curves by legend name, y_true, served decisions) from a bundle's held-out files;
+    ``meta`` is its ``bundle.json`` when the caller has read it already."""
     if not (bundle / HELDOUT_ARRAYS).exists():
         raise BundleError(
             f"bundle {bundle} has no {HELDOUT_ARRAYS} (held-out predictions written by training); "
@@ -101,7 +102,8 @@ def heldout_metrics(bundle: Path) -> tuple[dict, dict, np.ndarray, np.ndarray]:
         y = arrays["y_true"]
         systems = {name: (arrays[f"{name}_scores"], arrays[f"{name}_pred"]) for name in info["systems"]}
     metrics = {name: tag_metrics(y, pred, scores, label_map) for name, (scores, pred) in systems.items()}
-    leaked = json.loads((bundle / "bundle.json").read_text()).get("facets_in_text") or []
+    meta = meta if meta is not None else json.loads((bundle / "bundle.json").read_text())
+    leaked = meta.get("facets_in_text") or []
     if leaked:  # facets read off the model's own input: micro-F1 without them is the honest headline
         keep = np.array([f not in leaked for f in label_map.facet_of_index()])
         for name, (_, pred) in systems.items():
