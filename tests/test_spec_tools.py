@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.data import MYNTRA_ZIP
+from helpers.data import MYNTRA_ZIP, PRODUCT1M_TEST
 
 from pipeline.catalog.draft import draft_spec
+from pipeline.catalog.readers import read_catalog
 from pipeline.catalog.samples import foreign_shapes
 from pipeline.catalog.spec import parse_spec
 from pipeline.errors import CatalogError
@@ -55,6 +56,40 @@ def test_init_finds_myntras_category_levels_and_every_facet_its_hand_written_spe
     assert spec["member"] == "styles.csv" and spec["columns"] == {"title": "productDisplayName", "product_id": "id"}
     assert spec["category_path"] == ["masterCategory", "subCategory", "articleType"]
     assert {r.get("column") for r in spec["facets"].values()} >= {"gender", "baseColour", "season", "usage"}
+
+
+@pytest.mark.unit
+def test_init_reads_a_line_format_split_by_a_multi_character_separator(tmp_path):
+    """Product1M's file: ``id#####title#####url#####url#####label#;#label``, no header; the links are left out."""
+    sample = tmp_path / "p1m.txt"
+    sample.write_text("\n".join(PRODUCT1M_TEST.read_text(encoding="utf-8").splitlines()[:300]) + "\n", encoding="utf-8")
+    text = draft_spec(sample)
+    spec = yaml.safe_load(text)
+    assert spec["format"] == "delimited" and spec["locale"] == "zh"
+    assert spec["delimited"] == {"separator": "#####", "fields": [f"field_{i}" for i in range(1, 6)]}
+    assert spec["columns"] == {"title": "field_2", "product_id": "field_1"}
+    assert spec["facets"] == {"field_5": {"exclusive": False, "column": "field_5", "split": "#;#"}}
+    assert "field_3 (links), field_4 (links)" in text
+    read = read_catalog(sample, parse_spec(spec))
+    assert read.rows_read == 300 and not read.rejects
+    first = read.frame.iloc[0]
+    assert first["product_id"] == "588193613533" and first["title"].startswith("香港直邮韩国AHC")
+    assert "field_5:ahc-黄金面霜" in first["tags"]
+
+
+@pytest.mark.unit
+def test_init_reads_a_header_line_of_a_line_format_and_a_csv_with_empty_columns_stays_csv(tmp_path):
+    rows = [f"{i}||Cotton shirt number {i} in blue||{'Shirts' if i % 2 else 'Tops'}" for i in range(40)]
+    piped = tmp_path / "piped.txt"
+    piped.write_text("sku||product name||kind\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    spec = yaml.safe_load(draft_spec(piped))
+    assert spec["delimited"] == {"separator": "||", "fields": ["sku", "product name", "kind"], "header": True}
+    assert spec["columns"] == {"title": "product name", "product_id": "sku"}
+    read = read_catalog(piped, parse_spec(spec))
+    assert read.rows_read == 40 and len(read.frame) == 40 and read.frame.iloc[0]["product_id"] == "0"
+    empty = tmp_path / "empty.csv"  # ",," on every data line is an empty column, not a separator
+    empty.write_text("id,title,note,kind\n" + "\n".join(f"{i},Cotton shirt number {i},,Shirts" for i in range(40)))
+    assert yaml.safe_load(draft_spec(empty))["format"] == "csv"
 
 
 @pytest.mark.unit

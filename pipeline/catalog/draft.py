@@ -51,8 +51,11 @@ _BRAND_NAME = re.compile(r"(brand|vendor|manufacturer|maker)$", re.I)
 _NOT_TITLE = re.compile(r"brand|vendor|categor|image|url|file|user|seller|shop|store", re.I)
 _TREE_SPLITS = (">>", " > ", "/")
 _PAIRS = (("#;#", "#:#"), (";", ":"), ("|", ":"))
+_LINK = re.compile(r"([a-z][a-z0-9+.-]*://|www\.)\S+$|\S+\.(jpe?g|png|gif|webp|pdf|html?)$", re.I)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LIST_SEPS = ("|", ";", "#;#")
+_LIST_SEPS = ("#;#", "|", ";")  # longest first: "#;#" holds ";"
+_RUN = re.compile(r"([^\w\s\"',;])\1+")  # a run of one repeated symbol: "#####", "||", "::" (",," is a CSV)
+_HEADER_NAME = re.compile(r"[A-Za-z_][\w .\-]{0,40}")
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Draft:
     member: str | None
     rows_sampled: int
     fields: dict[str, FieldInfo]
+    line_fields: list[str] = field(default_factory=list)  # format delimited: the fields of a line, in order
+    header: bool = False  # format delimited: the first line names the fields
     guesses: dict[str, Any] = field(default_factory=dict)  # spec key -> value
     comments: dict[str, str] = field(default_factory=dict)  # spec key (or facet name) -> why
 
@@ -155,6 +160,29 @@ def _as_text(value: Any) -> str | None:
     return text or None
 
 
+def _line_separator(lines: list[str]) -> tuple[str, bool] | None:
+    """(separator, first line is a header) of a line format split by a run of one symbol (``#####``, ``||``),
+    found the same number of times on the first line and on 95%+ of the first 200; None when there is no such
+    run. A header is a first line whose every part reads like a field name and appears nowhere below."""
+    lines = [ln for ln in lines[:200] if ln.strip()]
+    if len(lines) < 2:
+        return None
+    counts: Counter = Counter()
+    for ln in lines:
+        counts.update({(run, ln.count(run)) for run in {m.group(0) for m in _RUN.finditer(ln)}})
+    first = {(run, lines[0].count(run)) for run in {m.group(0) for m in _RUN.finditer(lines[0])}}
+    best = max(((n, run) for (run, k), n in counts.items() if (run, k) in first), key=lambda t: (t[0], len(t[1])),
+               default=None)  # fmt: skip
+    if best is None or best[0] < 0.95 * len(lines):
+        return None
+    sep = best[1]
+    head = lines[0].split(sep)
+    header = all(_HEADER_NAME.fullmatch(h.strip()) for h in head) and not any(
+        h in ln.split(sep) for ln in lines[1:50] for h in head
+    )
+    return sep, header
+
+
 def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> Draft:
     """The first ``rows`` records of ``path`` as flattened fields, with the format, encoding and delimiter found.
 
@@ -166,6 +194,8 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> Draft:
         raise CatalogError("file not found", path=str(path))
     records: list[dict] = []
     delimiter, member, encoding = None, None, "utf-8"
+    names: list[str] = []  # a delimited line format's field names, in order
+    header = False
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -194,6 +224,16 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> Draft:
                                            path=str(path)) from None  # fmt: skip
                     if isinstance(rec, dict):
                         records.append(rec)
+        elif (line_sep := _line_separator(text[: 256 << 10].splitlines())) is not None:
+            fmt, delimiter = "delimited", line_sep[0]
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            names = ([h.strip() for h in lines[0].split(delimiter)] if line_sep[1]
+                     else [f"field_{i + 1}" for i in range(lines[0].count(delimiter) + 1)])  # fmt: skip
+            header = line_sep[1]
+            for ln in lines[int(header) : int(header) + rows]:
+                parts = ln.split(delimiter)
+                if len(parts) == len(names):
+                    records.append(dict(zip(names, parts, strict=True)))
         else:
             fmt = "csv"
             head = text[: 64 << 10]
@@ -221,7 +261,7 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> Draft:
             info.cells += [None] * (r + 1 - len(info.cells))
     if not records:
         raise CatalogError("no records found (a header alone, or no JSON objects)", path=str(path))
-    return Draft(fmt, encoding, delimiter, member, len(records), fields)
+    return Draft(fmt, encoding, delimiter, member, len(records), fields, line_fields=names, header=header)
 
 
 # ---- guessing roles --------------------------------------------------------------------------------------------
@@ -316,6 +356,12 @@ def _list_separator(info: FieldInfo) -> str | None:
     return next((s for s in _LIST_SEPS if vals and sum(s in v for v in vals) / len(vals) > 0.1), None)
 
 
+def _looks_like_links(info: FieldInfo) -> bool:
+    """URLs or file paths (``https://…/a.jpg``) in most rows: neither text nor tags."""
+    vals = info.values[:200]
+    return bool(vals) and sum(1 for v in vals if _LINK.match(v)) >= 0.8 * len(vals)
+
+
 def _looks_numeric(info: FieldInfo) -> bool:
     return bool(info.values) and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in info.values[:200])
 
@@ -339,7 +385,8 @@ def guess(draft: Draft) -> Draft:
         why_id = "unique, short and without spaces in every sampled row" if ident else ""
     else:
         why_id = "named like an id, unique in every sampled row"
-    texts = {p: f for p, f in fields.items() if not _looks_numeric(f)}
+    links = [p for p, f in fields.items() if _looks_like_links(f)]
+    texts = {p: f for p, f in fields.items() if not _looks_numeric(f) and p not in links}
     title = pick(_TITLE_NAME, lambda f: 5 <= f.mean_len <= 300 and f.filled > 0.9)
     if title and _NOT_TITLE.search(title.split(".")[-1]):
         title = None
@@ -440,7 +487,8 @@ def guess(draft: Draft) -> Draft:
     g["facets"] = facets
     left = [p for p in fields if p not in used]
     if left:
-        why["left out"] = ", ".join(left[:12]) + (" ..." if len(left) > 12 else "")
+        named = [f"{p} (links)" if p in links else p for p in left[:12]]
+        why["left out"] = ", ".join(named) + (" ..." if len(left) > 12 else "")
     titles = fields[title].values[:500]
     cjk = sum(len(_CJK.findall(t)) for t in titles) / max(sum(map(len, titles)), 1)
     g["locale"] = "zh" if cjk > 0.3 else ("mixed" if cjk > 0.05 else "en")
@@ -468,6 +516,15 @@ def render(draft: Draft, name: str, source: str) -> str:
         lines.append(f"member: {_yaml_value(draft.member)}")
     if draft.format == "csv" and draft.delimiter and draft.delimiter != ",":
         lines.append(f"csv: {{delimiter: {_yaml_value(draft.delimiter)}}}")
+    if draft.format == "delimited":
+        named = "named by the first line" if draft.header else "no header line: fields numbered in order"
+        lines += [
+            "delimited:",
+            f"  separator: {_yaml_value(draft.delimiter)}   # found the same number of times on every sampled line",
+            f"  fields: {_yaml_value(draft.line_fields)}   # {named}; rename them freely (and below)",
+        ]
+        if draft.header:
+            lines.append("  header: true")
     lines.append("columns:")
     for k, v in g["columns"].items():
         lines.append(f"  {k}: {_yaml_value(v)}   # {why.get(f'columns.{k}', '')}")

@@ -192,9 +192,13 @@ def _records_delimited(data: bytes, spec: DatasetSpec, path: str):
         raise CatalogError("file is empty", path=path)
     fields_names = list(spec.delimited_fields)
     _check_columns(fields_names, spec, path)
+    header = spec.delimited_header
     for i, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r")
         if not line.strip():
+            continue
+        if header:  # the first non-empty line names the fields
+            header = False
             continue
         bad = _bad_utf8(line)
         if bad:

@@ -116,6 +116,7 @@ class _CsvIn(_Strict):
 class _DelimitedIn(_Strict):
     separator: str = Field(min_length=1)
     fields: list[str] = Field(min_length=1)
+    header: bool = False  # the first line names the fields: skipped
 
 
 class _SpecIn(_Strict):
@@ -289,6 +290,7 @@ def build_spec(raw: Any, source: str = "<spec>") -> DatasetSpec:
         overflow_column=csv_opts.overflow_column,
         delimited_separator=s.delimited.separator if s.delimited else None,
         delimited_fields=tuple(s.delimited.fields) if s.delimited else (),
+        delimited_header=bool(s.delimited and s.delimited.header),
         description=s.description,
         source_path=source,
         data_file=s.data_file,

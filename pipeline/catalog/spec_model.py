@@ -94,6 +94,7 @@ class DatasetSpec:
     overflow_column: str | None = None
     delimited_separator: str | None = None
     delimited_fields: tuple[str, ...] = ()
+    delimited_header: bool = False
     description: str = ""
     source_path: str = ""
     data_file: str | None = None  # the shared catalog file this spec describes, relative to TAGGER_DATA_DIR
