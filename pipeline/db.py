@@ -50,6 +50,15 @@ tag_names = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
 )
 
+# slugs renamed by a migration (0002: "+" and "#" spelled out), so a model trained before still finds its tags
+tag_slug_renames = sa.Table(
+    "tag_slug_renames",
+    metadata,
+    sa.Column("old_slug", sa.Text, primary_key=True),
+    sa.Column("new_slug", sa.Text, nullable=False),
+    sa.Column("renamed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
 tag_synonyms = sa.Table(
     "tag_synonyms",
     metadata,

@@ -249,3 +249,24 @@ def test_one_field_split_into_two_feeds_the_title_and_an_attribute_list(tmp_path
     assert read.frame.tags.tolist() == [["color:红色"], ["color:黑色"], []]
     with pytest.raises(SpecError, match="split_fields.0.into: List should have at least 2 items"):
         parse_spec({**BASE, "split_fields": [{"column": "text", "separator": "\t", "into": ["title"]}]}, "s.yaml")
+
+
+def test_values_that_differ_in_meaning_get_their_own_slug_and_spellings_of_one_value_are_reported(tmp_path):
+    """``C++``, ``C#`` and ``C`` are three tags (slugs read as the value); ``T-Shirt`` and ``t shirt`` are one,
+    and ``spec check`` says so. The display name stays as first written."""
+    import yaml
+
+    from pipeline.validation.validate import preview_catalog
+
+    path = tmp_path / "skills.csv"
+    path.write_text("id,name,skill,kind\n1,Course one,C++,T-Shirt\n2,Course two,C,t shirt\n3,Course three,C#,Mug\n"
+                    "4,Course four,#1 Pick,Mug\n")  # fmt: skip
+    raw = {**BASE, "facets": {"skill": {"column": "skill"}, "kind": {"column": "kind"}}}
+    read = read_catalog(path, parse_spec(raw))
+    assert [t[0] for t in read.frame.tags] == ["skill:c-plus-plus", "skill:c", "skill:c-sharp", "skill:no-1-pick"]
+    assert read.tags["skill:c-plus-plus"].name == "C++" and read.tags["kind:t-shirt"].name == "T-Shirt"
+    assert read.merged == {"kind:t-shirt": {"T-Shirt", "t shirt"}}
+    spec_path = tmp_path / "skills.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    warnings = preview_catalog(path, str(spec_path), show=0).warnings
+    assert "'T-Shirt', 't shirt' differ only in case or punctuation: one tag kind:t-shirt" in " ".join(warnings)

@@ -15,6 +15,7 @@ from pipeline.catalog.importers import import_catalog, import_shopify
 from pipeline.core import migrate
 from pipeline.errors import CatalogError
 from pipeline.settings import Settings
+from pipeline.tagging.batch import library_ids
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,41 @@ def test_migrations_up_and_down_on_an_empty_database(empty_db_settings):
     assert "tags" not in sa.inspect(engine).get_table_names()
     migrate.upgrade(engine)  # and back up again
     assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
+
+
+def test_migration_0002_spells_out_plus_and_sharp_in_slugs_made_by_the_old_rule(empty_db_settings):
+    """A library made before 0002 (C++ and C# slugged to ``lang:c``-like slugs) gets readable unique slugs; a child
+    follows its renamed parent; slugs not made from a name (Shopify ids) stay; old slugs still resolve."""
+    engine = sa.create_engine(empty_db_settings.database_url)
+    migrate.upgrade(engine, "0001")
+    rows = [  # id, slug, parent, en name
+        (1, "lang:c", None, "C++"),
+        (2, "lang:c-2", None, "C#"),  # hand-made slug: not the old rule's, stays
+        (3, "category:a", None, "A+"),
+        (4, "category:a/shirts", 3, "Shirts"),
+        (5, "category:aa-1", None, "Apparel & Accessories+"),  # an external id: stays
+        (6, "lang:java", None, "Java"),
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.text("insert into facets (id, slug) values (1, 'lang'), (2, 'category')"))
+        for tag_id, slug, parent, name in rows:
+            facet = 2 if slug.startswith("category") else 1
+            conn.execute(sa.text("insert into tags (id, slug, facet_id, parent_id) values (:i, :s, :f, :p)"),
+                         {"i": tag_id, "s": slug, "f": facet, "p": parent})  # fmt: skip
+            conn.execute(sa.text("insert into tag_names values (:i, 'en', :n)"), {"i": tag_id, "n": name})
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        slugs = dict(conn.execute(sa.text("select id, slug from tags")).all())
+        renames = dict(conn.execute(sa.text("select old_slug, new_slug from tag_slug_renames")).all())
+        assert library_ids(conn)["lang:c"] == library_ids(conn)["lang:c-plus-plus"] == 1  # batch tagging's map
+    assert slugs == {1: "lang:c-plus-plus", 2: "lang:c-2", 3: "category:a-plus", 4: "category:a-plus/shirts",
+                     5: "category:aa-1", 6: "lang:java"}  # fmt: skip
+    assert renames == {"lang:c": "lang:c-plus-plus", "category:a": "category:a-plus",
+                       "category:a/shirts": "category:a-plus/shirts"}  # fmt: skip
+    migrate.downgrade(engine, "0001")
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.text("select id, slug from tags")).all()) == {r[0]: r[1] for r in rows}
     engine.dispose()
 
 
@@ -141,7 +177,7 @@ def test_sql_looking_strings_are_data(empty_db_settings, tmp_path):
 
 def test_embedded_postgres_starts_is_reused_and_stops(tmp_path):
     """No database URL: the CLI starts pgserver under HOME, a second process reuses it, `stop` stops it."""
-    env = {"TAGGER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    env = {"TAGGER_HOME": str(tmp_path / "home"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # pgserver may useradd
     run = [sys.executable, "-m", "pipeline.cli"]
     out = subprocess.run([*run, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -159,7 +195,7 @@ def test_embedded_postgres_starts_is_reused_and_stops(tmp_path):
 
 
 def test_cli_reports_bad_spec_without_traceback(tmp_path):
-    env = {"TAGGER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    env = {"TAGGER_HOME": str(tmp_path / "home"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # pgserver may useradd
     out = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "catalog", "import", "x.csv", "--spec", "nope"],
         env=env,

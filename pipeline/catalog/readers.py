@@ -62,12 +62,19 @@ CONTRACT_COLUMNS = [
     "tags",
 ]
 _SLUG_STRIP = re.compile(r"[^\w]+", re.UNICODE)
+# symbols that change what a value means are spelled out before the rest of the punctuation goes: C++ and C, C# and
+# C, A+ and A stay apart; "#" before a number reads "no" (#1 -> no-1). Other punctuation is a separator.
+_SLUG_WORDS = ((re.compile(r"#(?=\s*\d)"), " no "), (re.compile(r"#"), " sharp "), (re.compile(r"\+"), " plus "))
 csv.field_size_limit(16 * 1024 * 1024)
 
 
 def slugify(value: str) -> str:
-    """Lower-case, NFKC-normalised, runs of non-word characters become ``-`` (CJK characters are kept)."""
+    """Lower-case, NFKC-normalised; ``+`` and ``#`` spelled out (``c-plus-plus``, ``c-sharp``), then runs of other
+    non-word characters become ``-`` (CJK characters are kept). Values that differ only in case, spacing or other
+    punctuation (``T-Shirt``, ``t shirt``) share a slug: one tag, and ``CatalogRead.merged`` lists them."""
     text = unicodedata.normalize("NFKC", value).strip().lower()
+    for pattern, word in _SLUG_WORDS:
+        text = pattern.sub(word, text)
     return _SLUG_STRIP.sub("-", text).strip("-_") or "_"
 
 
@@ -115,6 +122,7 @@ class CatalogRead:
     tags: dict[str, TagRef] = field(default_factory=dict)
     spec: DatasetSpec | None = None
     path: str = ""
+    merged: dict[str, set[str]] = field(default_factory=dict)  # slug -> the distinct values written that share it
 
     @property
     def rows_read(self) -> int:
@@ -443,7 +451,14 @@ def _product_id(rec: dict, spec: DatasetSpec) -> str | None:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]) -> dict:
+def _see(seen: dict[str, TagRef], merged: dict[str, set[str]], ref: TagRef) -> None:
+    """Record the first display name of a slug; other values with the same slug are noted in ``merged``."""
+    first = seen.setdefault(ref.slug, ref)
+    if first.name != ref.name:
+        merged.setdefault(ref.slug, {first.name}).add(ref.name)
+
+
+def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef], merged: dict[str, set[str]]) -> dict:
     nulls = spec.null_values
     col = spec.columns
     for sf in spec.split_fields:  # first: the parts are fields like the file's own
@@ -464,13 +479,13 @@ def _to_contract(rec: dict, row: int, spec: DatasetSpec, seen: dict[str, TagRef]
         if rule.from_category_path:
             for depth in range(1, len(path) + 1):
                 slug = category_slug(path[:depth])
-                seen.setdefault(slug, TagRef(slug, "category", path[depth - 1], parent_of(slug)))
+                _see(seen, merged, TagRef(slug, "category", path[depth - 1], parent_of(slug)))
             if path:
                 tags.append(category_slug(path))
             continue
         for value in _facet_values(rule, get_field(rec, rule.column), nulls):
             slug = tag_slug(rule.name, value)
-            seen.setdefault(slug, TagRef(slug, rule.name, value))
+            _see(seen, merged, TagRef(slug, rule.name, value))
             tags.append(slug)
     attrs = {attribute_name(a): v for a in spec.attributes if (v := _clean(get_field(rec, a), nulls)) is not None}
     return {
@@ -503,12 +518,12 @@ def read_catalog(
         data = _read_bytes(path, spec)
         reader = {"csv": _records_csv, "delimited": _records_delimited, "jsonl": _records_jsonl}[spec.format]
         records = reader(data, spec, str(path))
-    rows, rejects, seen = [], [], {}
+    rows, rejects, seen, merged = [], [], {}, {}
     for row, rec, reject in records:
         if reject is not None:
             rejects.append(reject)
         else:
-            rows.append(_to_contract(rec, row, spec, seen))
+            rows.append(_to_contract(rec, row, spec, seen, merged))
         if on_rows is not None and (len(rows) + len(rejects)) % ROWS_PER_REPORT == 0:
             on_rows(len(rows) + len(rejects))
         if limit is not None and len(rows) + len(rejects) >= limit:
@@ -517,4 +532,4 @@ def read_catalog(
         on_rows(len(rows) + len(rejects))
     frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
     frame["row_number"] = frame["row_number"].astype("int64")
-    return CatalogRead(frame=frame, rejects=rejects, tags=seen, spec=spec, path=str(path))
+    return CatalogRead(frame=frame, rejects=rejects, tags=seen, spec=spec, path=str(path), merged=merged)

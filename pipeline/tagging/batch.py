@@ -65,6 +65,16 @@ def product_of(row) -> dict:
     return {"title": row.title, "brand": row.brand, "description": row.description, "attributes": row.attributes}
 
 
+def library_ids(conn) -> dict[str, int]:
+    """Tag slug -> id of every tag not retired, and of slugs renamed since (a model trained before still knows
+    the old slug)."""
+    ids = dict(conn.execute(sa.text("select slug, id from tags where status <> 'retired'")).all())
+    renamed = "select r.old_slug, t.id from tag_slug_renames r join tags t on t.slug = r.new_slug"
+    for old, tag_id in conn.execute(sa.text(renamed)).all():
+        ids.setdefault(old, tag_id)
+    return ids
+
+
 def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[str, int], review_below: float):
     pks = [r.id for r in rows]
     conn.execute(sa.text("delete from product_tags where source = 'model' and product_pk = any(:pks)"), {"pks": pks})
@@ -117,7 +127,7 @@ def tag_batch(
     client = client or TaggerClient(settings.triton_grpc_url, settings.triton_model_name)
     engine = get_engine(settings)
     with engine.connect() as conn:
-        slug_ids = dict(conn.execute(sa.text("select slug, id from tags where status <> 'retired'")).all())
+        slug_ids = library_ids(conn)
     if not slug_ids:
         raise TagLibraryError("the tag library is empty: import a taxonomy or catalog first")
     n_products = n_tags = n_pending = batches = 0

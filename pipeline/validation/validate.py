@@ -50,6 +50,7 @@ from pipeline.validation import drift, expectations
 log = logging.getLogger(__name__)
 
 PARSE_RULE = "parseable_row"
+MERGES_SHOWN = 5  # spec check: tags written several ways, listed one per warning
 
 
 @dataclass(frozen=True)
@@ -585,6 +586,11 @@ def preview_catalog(
                      "top": Counter(mine).most_common(5)}  # fmt: skip
     warnings = _facet_in_text(spec_obj, template)
     warnings += [f"facet {f!r} tags no row: check its column or pattern" for f, v in facets.items() if not v["rows"]]
+    for slug, values in sorted(read.merged.items())[:MERGES_SHOWN]:
+        shown = ", ".join(repr(v) for v in sorted(values)[:4])
+        warnings.append(f"{shown} differ only in case or punctuation: one tag {slug} (use value_map to name it)")
+    if len(read.merged) > MERGES_SHOWN:
+        warnings.append(f"... and {len(read.merged) - MERGES_SHOWN} more tags written several ways")
     return Preview(
         spec=spec_obj.source_path or spec_obj.name, path=str(source), rows_read=read.rows_read,
         accepted=len(accepted), quarantined=len(bad), items=items, facets=facets,
