@@ -4,19 +4,22 @@ spec without writing anything; a drafted spec goes through validation and traini
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.data import MYNTRA_ZIP, PRODUCT1M_TEST
+from helpers.data import MYNTRA_ZIP, PRODUCT1M_TEST, myntra_slice
 
 from pipeline.catalog.draft import draft_spec
+from pipeline.catalog.importers import import_catalog
 from pipeline.catalog.readers import read_catalog
 from pipeline.catalog.samples import foreign_shapes
 from pipeline.catalog.spec import parse_spec
 from pipeline.errors import CatalogError
+from pipeline.settings import Settings
 
 TAGGER = [sys.executable, "-m", "pipeline.cli"]
 
@@ -90,6 +93,26 @@ def test_init_reads_a_header_line_of_a_line_format_and_a_csv_with_empty_columns_
     empty = tmp_path / "empty.csv"  # ",," on every data line is an empty column, not a separator
     empty.write_text("id,title,note,kind\n" + "\n".join(f"{i},Cotton shirt number {i},,Shirts" for i in range(40)))
     assert yaml.safe_load(draft_spec(empty))["format"] == "csv"
+
+
+@pytest.mark.integration
+def test_check_previews_the_products_table_as_validation_reads_it(tmp_path, fresh_database):
+    """``spec check db:products/<catalog>`` reads the rows an import stored (writes nothing); a catalog the table
+    does not hold is one line."""
+    settings = Settings(home=tmp_path / "home", database_url=fresh_database("speccheck"))
+    import_catalog(settings, myntra_slice(tmp_path / "m.csv", 40), "myntra")
+    env = {**os.environ, "TAGGER_DATABASE_URL": settings.database_url, "TAGGER_HOME": str(settings.home)}
+    cmd = [*TAGGER, "spec", "check", "db:products/myntra", "--spec", "myntra"]
+    out = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    preview = json.loads(out.stdout)
+    assert preview["rows_read"] == 40 == preview["accepted"] + preview["quarantined"]
+    assert preview["facets"]["gender"]["rows"] == preview["accepted"]
+    assert preview["items"][0]["tags"] and preview["items"][0]["model_text"]
+    missing = subprocess.run([*TAGGER, "spec", "check", "db:products/nope", "--spec", "myntra"], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode == 2 and "holds no rows for catalog 'nope'" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
 
 
 @pytest.mark.unit

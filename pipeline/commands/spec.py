@@ -18,7 +18,10 @@ spec_app = typer.Typer(
 
 @spec_app.command("init")
 def init(
-    path: Path = typer.Argument(..., help="A catalog file: CSV/TSV, JSON Lines or Parquet (.zip/.gz too)."),
+    path: Path = typer.Argument(
+        ...,
+        help="A catalog file: CSV/TSV, JSON Lines, Parquet, or lines split by a symbol run like ##### (.zip/.gz too).",
+    ),
     name: str = typer.Option(None, help="The spec's name (default: from the file name)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the draft here instead of printing it."),
     force: bool = typer.Option(False, help="Overwrite --out if it exists."),
@@ -40,7 +43,7 @@ def init(
 
 @spec_app.command("check")
 def check(
-    path: Path = typer.Argument(..., help="The catalog file."),
+    path: str = typer.Argument(..., help="The catalog file, or db:products[/<catalog>] (the products table)."),
     spec: str = typer.Option(..., "--spec", "-s", help="Dataset spec name or YAML path."),
     limit: int = typer.Option(None, help="Read only the first N rows."),
     show: int = typer.Option(5, help="Catalog items to show."),

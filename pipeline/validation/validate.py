@@ -540,14 +540,15 @@ def _facet_in_text(spec: DatasetSpec, template: list[dict]) -> list[str]:
 
 def preview_catalog(
     source: str | Path, spec: str | DatasetSpec, opts: ValidationOptions | None = None, *, limit: int | None = None,
-    show: int = 5,
+    show: int = 5, settings: Settings | None = None,
 ) -> Preview:  # fmt: skip
     """Read ``source`` through ``spec`` and run the row suite (GX, in a temporary folder) as validation would:
     rows read, accepted and quarantined with reasons, the first items with their model text, tags per facet and
-    warnings. Writes nothing: no snapshot, no database.
+    warnings. Writes nothing: no snapshot, no database. ``source`` is a file, or ``db:products[/<catalog>]`` (the
+    products table, read from ``settings``' database as validation would).
 
     Raises:
-        CatalogError: the file is unusable as a whole.
+        CatalogError: the file is unusable as a whole, or the table holds no such catalog.
         SpecError: the spec does not load.
     """
     import tempfile
@@ -557,7 +558,12 @@ def preview_catalog(
 
     opts = opts or ValidationOptions()
     spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
-    read = read_catalog(Path(source), spec_obj, limit=limit)
+    if str(source).startswith(snapshot.DB_PREFIX):
+        read = snapshot.read_products_table(get_engine(settings or Settings()), spec_obj, str(source))
+        if limit is not None:
+            read.frame = read.frame.head(limit)
+    else:
+        read = read_catalog(Path(source), spec_obj, limit=limit)
     rows = expectations.rows_frame(read.frame, spec_obj.null_values, opts.split_seed)
     E = expectations
     batch = E.Batch(E.ROW_SUITE, "row_number", E.row_rules(opts.min_title_chars, opts.max_title_chars),
