@@ -151,3 +151,30 @@ def test_a_chinese_catalog_retrained_on_e5_shows_the_encoder_change_in_models_co
     rows = {r["metric"]: r for r in compare(settings, v1, v2, tmp_path).rows}
     assert (rows["encoder"]["a"], rows["encoder"]["b"]) == ("minilm-l6", "e5-small")
     assert rows["micro_f1"]["delta"] is not None  # both scored on the same frozen test split
+
+
+@pytest.mark.unit
+def test_a_standardised_head_is_saved_folded_and_serves_the_same_logits(tmp_path):
+    """Training's center/scale reparametrisation is folded into the saved head: the loaded bundle (a plain linear
+    head, as ONNX and Triton see it) gives the logits the trained model gave."""
+    import numpy as np
+    import torch
+
+    from pipeline.training.bundle import load_bundle, new_model, save_bundle
+    from pipeline.training.labels import FacetSlice, LabelMap
+    from pipeline.training.loop import standardize_head_input
+
+    slugs = ["color:red", "color:blue", "gender:men"]
+    label_map = LabelMap(tuple(slugs), (FacetSlice("color", True, 0, 2), FacetSlice("gender", False, 2, 3)))
+    model, tok = new_model(None, label_map)
+    texts = ["Red cotton shirt for men", "Blue denim jeans", "Women red handbag", "Navy blue sports shoe"]
+    ids = [tok(t)["input_ids"] for t in texts]
+    standardize_head_input(model, ids, tok.pad_token_id, torch.device("cpu"), bf16=False)
+    assert float(model.scale.min()) > 0 and not torch.allclose(model.center, torch.zeros_like(model.center))
+    model.eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(enc["input_ids"], enc["attention_mask"]).numpy()
+    save_bundle(tmp_path / "b", model, tok, label_map, np.full(3, 0.5, dtype=np.float32), {})
+    after = load_bundle(tmp_path / "b").logits(texts)
+    assert np.allclose(before, after, atol=1e-4), np.abs(before - after).max()

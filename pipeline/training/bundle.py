@@ -60,18 +60,36 @@ def default_encoder_path() -> str:
 
 
 class TaggerModel(nn.Module):
+    """Mean-pooled encoder -> linear head. While training, the head reads the pooled features standardised with
+    the pretrained encoder's statistics on the training texts (``center``/``scale``, see
+    ``loop.standardize_head_input``): a reparametrisation of the same linear head that a saved bundle folds back
+    into plain weights (``folded_head``), so serving and ONNX see an ordinary ``Linear``."""
+
     def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        hidden = encoder.config.hidden_size
+        self.register_buffer("center", torch.zeros(hidden))  # identity until standardised
+        self.register_buffer("scale", torch.ones(hidden))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # input_ids, attention_mask: [B, T] -> mean over the real tokens [B, H]
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # input_ids, attention_mask: [B, T] -> logits [B, N]
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+        pooled = (self.pooled(input_ids, attention_mask) - self.center) / self.scale  # [B, H]
         return self.head(self.dropout(pooled))
+
+    def folded_head(self) -> dict[str, torch.Tensor]:
+        """The head's weights with the standardisation folded in: W' = W / scale, b' = b - W' @ center."""
+        w = self.head.weight.detach().float() / self.scale.float()
+        b = self.head.bias.detach().float() - w @ self.center.float()
+        return {"weight": w.cpu().contiguous(), "bias": b.cpu().contiguous()}
 
 
 @dataclass
@@ -145,8 +163,7 @@ def save_bundle(
             (path / name).unlink(missing_ok=True)
     model.encoder.save_pretrained(path / "encoder", safe_serialization=True)
     tokenizer.save_pretrained(path / "encoder")
-    head = {k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    save_file(head, str(path / "head.safetensors"))
+    save_file(model.folded_head(), str(path / "head.safetensors"))
     label_map.save(path / "label_map.json")
     (path / "thresholds.json").write_text(json.dumps({"thresholds": [float(t) for t in thresholds]}))
     full_meta = {

@@ -172,6 +172,32 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, device, bf16: bool,
     return out
 
 
+@torch.inference_mode()
+def standardize_head_input(model, ids: list[list[int]], pad_id: int, device, bf16: bool, limit: int = 2048) -> None:
+    """Set the model's ``center``/``scale`` to the per-dimension mean and spread of the pretrained encoder's pooled
+    features over (up to ``limit``) training texts, so the head starts on features of unit spread.
+
+    Why: multilingual-e5 puts 92% of a pooled feature's energy in a direction every text shares (mean cosine 0.92
+    between Product1M titles, against 0.58 for MiniLM) and the rest spreads half as wide, so its head learns slowly:
+    on a 792-row Chinese catalog e5 alone stayed at validation micro-F1 0 for 600 steps. Dimensions that barely vary
+    are not blown up: the spread is floored at a tenth of the mean spread."""
+    model.eval()
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(ids), size=min(limit, len(ids)), replace=False) if ids else []
+    chunks = []
+    sample = sorted((ids[i] for i in pick), key=len)
+    for k in range(0, len(sample), 128):
+        input_ids, mask = collate(sample[k : k + 128], pad_id, pad_multiple(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            chunks.append(model.pooled(input_ids.to(device), mask.to(device)).float())
+    if not chunks:
+        return
+    pooled = torch.cat(chunks)
+    spread = pooled.std(0) if len(pooled) > 1 else torch.ones_like(pooled[0])
+    model.center.copy_(pooled.mean(0))
+    model.scale.copy_(spread.clamp(min=0.1 * float(spread.mean())))
+
+
 def calibrate_thresholds(probs: np.ndarray, y: np.ndarray, label_map: LabelMap) -> np.ndarray:
     """Per-tag thresholds: 0 inside exclusive facets (always the best value); for multi-valued tags the
     threshold that maximises that tag's F1 on validation (0.5 when it has no validation positives)."""
@@ -234,6 +260,8 @@ def fit(
         torch.set_rng_state(blob["rng"])
         state, best = FitState(**blob["state"]), blob["best"]
         log.info("resumed from %s at step %d/%d (epoch %d)", ckpt, state.step, total, state.epoch)
+    if options.standardize and state.step == 0:
+        standardize_head_input(model, train_ids, pad_id, device, bf16)
     y_train_t = torch.from_numpy(y_train.astype(np.float32))
     y_val_t = torch.from_numpy(y_val.astype(np.float32))
     multiple = pad_multiple(device)

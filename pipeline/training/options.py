@@ -46,6 +46,11 @@ class TrainOptions:
     eval_every: int | None = _opt(None, "Optimizer steps between validations (default: once per epoch).")
     min_tag_count: int = _opt(5, "Tags with fewer training examples are left out of the head.")
     dropout: float = _opt(0.1, "Dropout before the tag head.")
+    standardize: bool = _opt(
+        True,
+        "Standardise the pooled features the head reads with the pretrained encoder's statistics on the training "
+        "texts (folded into the head when saved). e5-small on a 792-row Chinese catalog: encoder alone 0.21 without.",
+    )
     trim_vocab: bool = _opt(
         True,
         "Trim a multilingual encoder's vocabulary (e5-small: 250k pieces, 96M of its 118M weights) to the pieces the "
