@@ -91,7 +91,7 @@ product_tags = sa.Table(
     metadata,
     sa.Column("product_pk", sa.BigInteger, sa.ForeignKey("products.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag_id", sa.Integer, sa.ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("source", sa.Text, primary_key=True),  # human | model
+    sa.Column("source", sa.Text, primary_key=True),  # human | model | reviewer
     sa.Column("model_name", sa.Text, nullable=True),
     sa.Column("model_version", sa.Integer, nullable=True),
     sa.Column("score", sa.Float, nullable=True),
@@ -99,9 +99,47 @@ product_tags = sa.Table(
     sa.Column("review_state", sa.Text, nullable=False, server_default="accepted"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-    sa.CheckConstraint("source in ('human','model')", name="ck_product_tags_source"),
+    sa.CheckConstraint("source in ('human','model','reviewer')", name="ck_product_tags_source"),
     sa.CheckConstraint("review_state in ('accepted','pending','rejected')", name="ck_product_tags_review"),
     sa.Index("ix_product_tags_tag", "tag_id"),
+)
+
+# the review queue (pipeline.review): what waits for a reviewer, and every decision as an event row
+review_items = sa.Table(
+    "review_items",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),  # model_tag | candidate | suspect_label
+    sa.Column("product_pk", sa.BigInteger, sa.ForeignKey("products.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("tag_id", sa.Integer, sa.ForeignKey("tags.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("model_name", sa.Text, nullable=True),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("state", sa.Text, nullable=False, server_default="open"),  # open | decided
+    sa.Column("decision", sa.Text, nullable=True),  # accept | reject | correct | merge | promote
+    sa.Column("decided_tag_id", sa.Integer, sa.ForeignKey("tags.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint("kind in ('model_tag','candidate','suspect_label')", name="ck_review_items_kind"),
+    sa.CheckConstraint("state in ('open','decided')", name="ck_review_items_state"),
+    sa.CheckConstraint(
+        "decision is null or decision in ('accept','reject','correct','merge','promote')",
+        name="ck_review_items_decision",
+    ),
+    sa.Index("ix_review_items_state_kind", "state", "kind"),
+)
+
+review_events = sa.Table(
+    "review_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("review_items.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
 alias_events = sa.Table(

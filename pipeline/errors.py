@@ -71,3 +71,7 @@ class DeployError(TaggerError):
 
 class ServingError(TaggerError):
     """A request to the tagger service failed or was refused."""
+
+
+class ReviewError(TaggerError):
+    """A review decision is impossible (unknown or already decided item, an action its kind does not take)."""

@@ -121,7 +121,7 @@ def test_batch_tag_dag_tags_every_product_once(dag_env, catalog):
 
     settings = dag_env["settings"]
     import_catalog(settings, catalog, "myntra")
-    res = _run(dag_env, "tagger_batch_tag", {"batch_size": 64})
+    res = _run(dag_env, "tagger_batch_tag", {"batch_size": 64, "review_below": 0.9})
     assert res["state"] == "success", res
     engine = sa.create_engine(settings.database_url)
     with engine.connect() as conn:
@@ -130,7 +130,10 @@ def test_batch_tag_dag_tags_every_product_once(dag_env, catalog):
             sa.text("select distinct model_name, model_version from product_tags where source='model'")
         ).all()
         n_products = conn.scalar(sa.text("select count(*) from products"))
+        pending = conn.scalar(sa.text("select count(*) from product_tags where review_state = 'pending'"))
+        queued = conn.scalar(sa.text("select count(*) from review_items where kind = 'model_tag' and state = 'open'"))
     assert tagged == n_products == 240
+    assert queued == pending > 0  # every model tag below the review line waits in the review queue
     assert versions == [("dag-tagger", registry.get_alias(settings, registry.CHAMPION))]
     again = _run(dag_env, "tagger_batch_tag", {"batch_size": 64})  # watermark: nothing new to tag
     assert again["state"] == "success"

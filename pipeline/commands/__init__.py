@@ -7,6 +7,9 @@ their top, and ``tagger --help`` (or a typo) should answer in well under a secon
 
 from rich.console import Console
 
-AREAS = ("services", "taglib", "spec", "validate", "encoders", "train", "models", "serve", "dags", "airflow", "demo")
+AREAS = (
+    "services", "taglib", "spec", "validate", "encoders", "train", "models", "serve", "review", "dags", "airflow",
+    "demo",
+)  # fmt: skip
 console = Console()
 err_console = Console(stderr=True)

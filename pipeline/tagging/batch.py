@@ -16,8 +16,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from pipeline.core.services import get_engine
+from pipeline.catalog.taglib import ensure_schema
 from pipeline.errors import TagLibraryError
+from pipeline.review import queue
 from pipeline.settings import Settings
 from serving.client import TaggerClient
 
@@ -33,6 +34,7 @@ class BatchTagResult:
     model_uri: str | None
     watermark: str | None
     seconds: float
+    review_enqueued: int = 0  # pending model tags (and candidate tags) newly in the review queue
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +79,13 @@ def library_ids(conn) -> dict[str, int]:
 
 def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[str, int], review_below: float):
     pks = [r.id for r in rows]
-    conn.execute(sa.text("delete from product_tags where source = 'model' and product_pk = any(:pks)"), {"pks": pks})
+    # a model tag a reviewer rejected stays rejected (a negative for training): it is neither deleted nor re-added
+    conn.execute(
+        sa.text(
+            "delete from product_tags where source = 'model' and review_state <> 'rejected' and product_pk = any(:pks)"
+        ),
+        {"pks": pks},
+    )
     values, pending = [], 0
     for row, item_tags, uri in zip(rows, tags, uris, strict=True):
         name, _, version = uri.removeprefix("models:/").rpartition("/")
@@ -101,7 +109,7 @@ def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[s
         conn.execute(
             sa.text(
                 "insert into product_tags (product_pk, tag_id, source, model_name, model_version, score, review_state)"
-                " values (:p, :t, 'model', :m, :v, :s, :r)"
+                " values (:p, :t, 'model', :m, :v, :s, :r) on conflict (product_pk, tag_id, source) do nothing"
             ),
             values,
         )
@@ -125,7 +133,7 @@ def tag_batch(
 
     t0 = time.perf_counter()
     client = client or TaggerClient(settings.triton_grpc_url, settings.triton_model_name)
-    engine = get_engine(settings)
+    engine = ensure_schema(settings)
     with engine.connect() as conn:
         slug_ids = library_ids(conn)
     if not slug_ids:
@@ -156,6 +164,8 @@ def tag_batch(
         last_uri = result.model_uris[-1] if result.model_uris else last_uri
         mark = (rows[-1].updated_at, rows[-1].id)
         log.info("batch %d: %d products, %d tags (%d pending review)", batches, len(rows), written, pending)
+    with engine.begin() as conn:  # what waits for a reviewer enters the review queue (idempotent)
+        enqueued = sum(queue.sync(conn).values())
     res = BatchTagResult(
         n_products,
         n_tags,
@@ -164,6 +174,7 @@ def tag_batch(
         last_uri,
         mark[0].isoformat() if mark and mark[0] else None,
         time.perf_counter() - t0,
+        enqueued,
     )
     log.info(
         "batch tagging: %d products, %d tags, %d pending review in %.1f s", n_products, n_tags, n_pending, res.seconds

@@ -1,0 +1,154 @@
+"""The review queue on a real Postgres (issue 19): what waits for a reviewer enters once, every decision changes
+product tags or the library in one transaction and leaves an event row, and bad decisions are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import namedtuple
+
+import pytest
+import sqlalchemy as sa
+from helpers.data import myntra_slice
+
+from pipeline.catalog import taglib
+from pipeline.catalog.importers import import_catalog
+from pipeline.errors import ReviewError
+from pipeline.review import queue
+from pipeline.settings import Settings
+from pipeline.tagging.batch import _store, library_ids
+
+pytestmark = pytest.mark.integration
+TAGGER = [sys.executable, "-m", "pipeline.cli"]
+
+
+@pytest.fixture
+def shop(tmp_path, fresh_database):
+    """A Myntra slice imported into an empty library (its values are candidate tags; gender and usage are then
+    curated to active), with two model tags stored below the review line."""
+    settings = Settings(home=tmp_path / "home", database_url=fresh_database("review"))
+    import_catalog(settings, myntra_slice(tmp_path / "m.csv", 30), "myntra")
+    engine = taglib.ensure_schema(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update tags set status = 'active' where slug like 'gender:%' or slug like 'usage:%'"))
+        ids = library_ids(conn)
+        products = conn.execute(sa.text("select id, product_id from products order by id limit 2")).all()
+        for (pk, _), slug, score in zip(products, ("gender:female", "usage:sports"), (0.31, 0.42), strict=True):
+            conn.execute(
+                sa.text("insert into product_tags (product_pk, tag_id, source, model_name, model_version, score, "
+                        "review_state) values (:p, :t, 'model', 'catalog-tagger', 3, :s, 'pending')"),
+                {"p": pk, "t": ids[slug], "s": score},
+            )  # fmt: skip
+    return settings, engine, [pk for pk, _ in products], ids
+
+
+def _tags(conn, pk: int) -> set[tuple[str, str, str]]:
+    q = ("select t.slug, pt.source, pt.review_state from product_tags pt join tags t on t.id = pt.tag_id "
+         "where pt.product_pk = :p")  # fmt: skip
+    return {tuple(r) for r in conn.execute(sa.text(q), {"p": pk}).all()}
+
+
+def test_pending_model_tags_and_candidates_enter_the_queue_once(shop):
+    _, engine, _, ids = shop
+    with engine.begin() as conn:
+        n_candidates = conn.scalar(sa.text("select count(*) from tags where status = 'candidate'"))
+        assert queue.sync(conn) == {"model_tag": 2, "candidate": n_candidates}
+        assert queue.sync(conn) == {"model_tag": 0, "candidate": 0}  # idempotent
+        items = queue.list_items(conn, kind="model_tag")
+    assert [(i["tag"], i["score"]) for i in items] == [("gender:female", 0.31), ("usage:sports", 0.42)]
+    assert items[0]["reason"] == "model score 0.310 is below the review line" and items[0]["model_version"] == 3
+    assert items[0]["title"] and items[0]["tag_names"]["en"].lower() == "female"
+
+
+def test_accept_reject_and_correct_change_product_tags_and_leave_events(shop):
+    _, engine, (pk1, pk2), ids = shop
+    with engine.begin() as conn:
+        queue.sync(conn)
+        first, second = queue.list_items(conn, kind="model_tag")
+        accepted = queue.decide(conn, first["id"], "accept", "ana")
+        assert {("gender:female", "model", "accepted"), ("gender:female", "reviewer", "accepted")} <= _tags(conn, pk1)
+        assert accepted["state"] == "decided" and accepted["decided_by"] == "ana"
+        assert [e["action"] for e in accepted["events"]] == ["accept"]
+        corrected = queue.decide(conn, second["id"], "correct", "bo", tag="usage:casual")
+        assert {("usage:sports", "model", "rejected"), ("usage:casual", "reviewer", "accepted")} <= _tags(conn, pk2)
+        assert corrected["decided_tag"] == "usage:casual"
+        assert corrected["events"][0]["details"] == {"tag": "usage:casual"}
+    with engine.begin() as conn, pytest.raises(ReviewError, match=r"already decided: accept by ana at"):
+        queue.decide(conn, first["id"], "reject", "bo")
+    with engine.begin() as conn, pytest.raises(ReviewError, match=r"a model_tag item takes accept, reject, correct"):
+        queue.decide(conn, _open_model(conn), "promote", "bo")
+
+
+def _open_model(conn) -> int:
+    """A fresh open model_tag item (a third pending model tag)."""
+    pk = conn.scalar(sa.text("select max(id) from products"))
+    tag = conn.scalar(sa.text("select id from tags where slug = 'gender:male'"))
+    conn.execute(sa.text("insert into product_tags (product_pk, tag_id, source, score, review_state) "
+                         "values (:p, :t, 'model', 0.2, 'pending') on conflict do nothing"),
+                 {"p": pk, "t": tag})  # fmt: skip
+    queue.sync(conn)
+    return next(i["id"] for i in queue.list_items(conn, kind="model_tag") if i["tag"] == "gender:male")
+
+
+def test_a_rejected_model_tag_stays_rejected_when_the_product_is_tagged_again(shop):
+    _, engine, (pk1, _), ids = shop
+    with engine.begin() as conn:
+        queue.sync(conn)
+        item = queue.list_items(conn, kind="model_tag")[0]
+        queue.decide(conn, item["id"], "reject", "ana")
+        Row = namedtuple("Row", "id")
+        again = [[{"slug": "gender:female", "score": 0.9}, {"slug": "gender:male", "score": 0.8}]]
+        _store(conn, [Row(pk1)], again, ["models:/catalog-tagger/4"], library_ids(conn), 0.5)
+        states = _tags(conn, pk1)
+    assert ("gender:female", "model", "rejected") in states and ("gender:female", "model", "accepted") not in states
+    assert ("gender:male", "model", "accepted") in states
+
+
+def test_candidates_are_promoted_merged_as_synonyms_or_rejected(shop):
+    _, engine, _, _ = shop
+    with engine.begin() as conn:
+        queue.sync(conn)
+        cands = {i["tag"]: i for i in queue.list_items(conn, kind="candidate", limit=500)}
+        colors = sorted(s for s in cands if s.startswith("color:"))
+        keep, merged = colors[0], colors[1]
+        queue.decide(conn, cands[keep]["id"], "promote", "ana")
+        n_products = conn.scalar(sa.text("select count(*) from product_tags pt join tags t on t.id = pt.tag_id "
+                                         "where t.slug = :s"), {"s": merged})  # fmt: skip
+        item = queue.decide(conn, cands[merged]["id"], "merge", "ana", tag=keep)
+        status = dict(conn.execute(sa.text("select slug, status from tags where slug in (:a, :b)"),
+                                   {"a": keep, "b": merged}).all())  # fmt: skip
+        synonyms = conn.scalars(sa.text("select synonym from tag_synonyms s join tags t on t.id = s.tag_id "
+                                        "where t.slug = :s"), {"s": keep}).all()  # fmt: skip
+        assert status == {keep: "active", merged: "retired"}
+        assert item["events"][0]["details"]["product_tags_moved"] == n_products > 0
+        # the next import maps the merged value onto the kept tag
+        assert taglib.find_by_name(conn, "color", synonyms) == {s.lower(): keep for s in synonyms}
+        seasons = sorted(s for s in cands if s.startswith("season:"))
+        with pytest.raises(ReviewError, match="in another facet"):
+            queue.decide(conn, cands[seasons[0]]["id"], "merge", "ana", tag=keep)
+    with engine.begin() as conn:
+        queue.decide(conn, cands[seasons[0]]["id"], "reject", "ana")
+        assert conn.scalar(sa.text("select status from tags where slug = :s"), {"s": seasons[0]}) == "retired"
+
+
+def test_the_cli_lists_decides_and_refuses_in_one_line(shop):
+    settings, engine, _, _ = shop
+    env = {**os.environ, "TAGGER_DATABASE_URL": settings.database_url, "TAGGER_HOME": str(settings.home)}
+    out = subprocess.run([*TAGGER, "review", "list", "--kind", "model_tag", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    items = json.loads(out.stdout)
+    assert [i["tag"] for i in items] == ["gender:female", "usage:sports"]
+    ok = subprocess.run([*TAGGER, "review", "accept", str(items[0]["id"]), "--by", "ana"], env=env,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0 and "accept by ana" in ok.stdout, ok.stderr
+    for args, message in [
+        (["accept", str(items[0]["id"])], "already decided: accept by ana"),
+        (["correct", str(items[1]["id"]), "--tag", "usage:nope"], "no tag 'usage:nope' in the library"),
+        (["accept", "999999"], "no review item 999999"),
+    ]:
+        bad = subprocess.run([*TAGGER, "review", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
