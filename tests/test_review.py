@@ -152,3 +152,35 @@ def test_the_cli_lists_decides_and_refuses_in_one_line(shop):
         bad = subprocess.run([*TAGGER, "review", *args], env=env, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_reviewer_decisions_feed_the_next_snapshot_and_the_run_that_trains_on_it(shop):
+    """A corrected label replaces the human tag of its facet in a db:products snapshot; the snapshot counts the
+    reviewer labels, training reads the count (MLflow param, bundle, model card)."""
+    from pipeline.catalog.snapshot import load_snapshot
+    from pipeline.evaluation import model_card
+    from pipeline.training.train import reviewer_labels
+    from pipeline.validation.validate import validate_catalog
+
+    settings, engine, (pk1, pk2), _ = shop
+    with engine.begin() as conn:
+        queue.sync(conn)
+        first, second = queue.list_items(conn, kind="model_tag")
+        queue.decide(conn, first["id"], "accept", "ana")  # gender:female on product 1
+        queue.decide(conn, second["id"], "correct", "ana", tag="usage:formal")  # usage on product 2
+        pid2, human_usage = conn.execute(
+            sa.text("select p.product_id, t.slug from products p join product_tags pt on pt.product_pk = p.id "
+                    "join tags t on t.id = pt.tag_id "
+                    "where p.id = :p and pt.source = 'human' and t.slug like 'usage:%'"),
+            {"p": pk2},
+        ).one()  # fmt: skip
+    assert human_usage != "usage:formal"
+    result = validate_catalog("db:products/myntra", "myntra", settings, progress=False)
+    frame = load_snapshot(settings, result.snapshot_id).set_index("product_id")
+    usage = [t for t in frame.loc[pid2, "tags"] if t.startswith("usage:")]
+    assert usage == ["usage:formal"]  # the reviewer's tag, not the human one
+    assert reviewer_labels(f"snapshot:{result.snapshot_id}", settings) == 2
+    card = model_card.render(meta={"reviewer_labels": 2}, metrics={"model": {"micro_f1": 0.9, "macro_f1": 0.8,
+                             "precision_at_1": 0.9, "ece": 0.05, "facets": {}}, "n_train": 1, "n_val": 1, "n_test": 1,
+                             "test_digest": "x"}, dropped={}, history=[], options={})  # fmt: skip
+    assert "- Reviewer labels: 2 (tags a reviewer accepted or corrected" in card

@@ -123,6 +123,7 @@ class CatalogRead:
     spec: DatasetSpec | None = None
     path: str = ""
     merged: dict[str, set[str]] = field(default_factory=dict)  # slug -> the distinct values written that share it
+    reviewer_labels: int = 0  # db:products reads: tags a reviewer decided (they replace human tags of their facet)
 
     @property
     def rows_read(self) -> int:

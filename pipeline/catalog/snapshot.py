@@ -96,7 +96,11 @@ def read_source(
 
 
 def read_products_table(engine: sa.Engine, spec: DatasetSpec, source: str) -> CatalogRead:
-    """Rows of the ``products`` table (one catalog) with their accepted human tags, as the contract."""
+    """Rows of the ``products`` table (one catalog) with their accepted human and reviewer tags, as the contract.
+
+    A reviewer's decision wins: in a facet where a product has a reviewer tag (``tagger review accept/correct``),
+    its human tags of that facet are left out; a human tag a reviewer rejected is no longer ``accepted``. The count
+    of reviewer tags kept is ``reviewer_labels`` (validation records it with the snapshot)."""
     target = source[len(DB_PREFIX) :]
     table, _, catalog = target.partition("/")
     if table != "products":
@@ -104,10 +108,10 @@ def read_products_table(engine: sa.Engine, spec: DatasetSpec, source: str) -> Ca
     catalog = catalog or spec.name
     p, pt, t = db.products, db.product_tags, db.tags
     tag_q = (
-        sa.select(pt.c.product_pk, t.c.slug)
+        sa.select(pt.c.product_pk, t.c.slug, pt.c.source)
         .join(t, t.c.id == pt.c.tag_id)
         .join(p, p.c.id == pt.c.product_pk)
-        .where(p.c.catalog == catalog, pt.c.source == "human", pt.c.review_state == "accepted")
+        .where(p.c.catalog == catalog, pt.c.source.in_(("human", "reviewer")), pt.c.review_state == "accepted")
     )
     prod_q = sa.select(p).where(p.c.catalog == catalog).order_by(p.c.id)
     with engine.connect() as conn:
@@ -115,12 +119,15 @@ def read_products_table(engine: sa.Engine, spec: DatasetSpec, source: str) -> Ca
         tag_rows = conn.execute(tag_q).all()
     if not prods:
         raise CatalogError(f"the products table holds no rows for catalog {catalog!r}", path=source)
-    by_product: dict[int, list[str]] = {}
-    for pk, slug in tag_rows:
-        by_product.setdefault(pk, []).append(slug)
-    rows, seen = [], {}
+    by_product: dict[int, dict[str, list[str]]] = {}
+    for pk, slug, src in tag_rows:
+        by_product.setdefault(pk, {}).setdefault(src, []).append(slug)
+    rows, seen, reviewed = [], {}, 0
     for i, rec in enumerate(prods, start=1):
-        tags = sorted(by_product.get(rec["id"], []))
+        mine = by_product.get(rec["id"], {})
+        decided = {facet_of(s) for s in mine.get("reviewer", [])}
+        reviewed += len(mine.get("reviewer", []))
+        tags = sorted({*mine.get("reviewer", []), *(s for s in mine.get("human", []) if facet_of(s) not in decided)})
         for slug in tags:
             seen.setdefault(slug, TagRef(slug, facet_of(slug), slug.split(":", 1)[1], parent_of(slug)))
         rows.append(
@@ -137,7 +144,7 @@ def read_products_table(engine: sa.Engine, spec: DatasetSpec, source: str) -> Ca
             }
         )
     frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
-    return CatalogRead(frame=frame, rejects=[], tags=seen, spec=spec, path=source)
+    return CatalogRead(frame=frame, rejects=[], tags=seen, spec=spec, path=source, reviewer_labels=reviewed)
 
 
 # ---- accepted rows on disk -----------------------------------------------------------------------------

@@ -23,6 +23,14 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
         "## Data",
         f"- Source: `{meta.get('source')}` through dataset spec `{meta.get('spec')}`",
         f"- Dataset digest: `{meta.get('dataset_digest')}`",
+        *(
+            [
+                f"- Reviewer labels: {meta['reviewer_labels']} (tags a reviewer accepted or corrected, in place of the "
+                "human tags of their facet)"
+            ]  # fmt: skip
+            if meta.get("reviewer_labels") is not None
+            else []
+        ),
         f"- Model text: {' | '.join(meta.get('text_fields', []))} (max {meta.get('max_length')} tokens)",
         f"- Encoder: {meta.get('encoder', 'a local folder')} (`{meta.get('encoder_source')}`)"
         + (f", texts prefixed {meta['encoder_prefix']!r} by its tokenizer" if meta.get("encoder_prefix") else ""),

@@ -77,6 +77,18 @@ class Inputs:
     prep: Prepared
     encoder: encoders.Choice
     options: TrainOptions
+    reviewer_labels: int | None = None  # a snapshot of db:products: tags reviewers decided (None: not known)
+
+
+def reviewer_labels(source_uri: str, settings) -> int | None:
+    """How many reviewer tags the snapshot behind ``source_uri`` holds (its validation stats); None for a file."""
+    if not source_uri.startswith("snapshot:"):
+        return None
+    from pipeline.catalog.snapshot import get_snapshot  # deferred: a GPU box trains from files, without Postgres
+    from pipeline.core.services import get_engine
+
+    row = get_snapshot(get_engine(settings), source_uri.removeprefix("snapshot:"))
+    return int((row or {}).get("stats", {}).get("reviewer_labels", 0))
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,7 @@ def prepare_inputs(source, spec, settings, options: TrainOptions | None = None) 
         prep.label_map = with_library_names(prep.label_map, settings)
     if options.trim_vocab:
         choice = choice.trimmed_to(prep.fit_texts(), settings.home_dir)
-    return Inputs(spec_obj, source_uri, prep, choice, options)
+    return Inputs(spec_obj, source_uri, prep, choice, options, reviewer_labels(source_uri, settings))
 
 
 def with_library_names(label_map: LabelMap, settings) -> LabelMap:
@@ -202,6 +214,7 @@ def _log_start(inputs: Inputs, device, bf16: bool, settings) -> None:
         "bf16": bf16,
         "n_tags": len(prep.label_map),
         "n_tags_left_out": len(prep.dropped),
+        "n_reviewer_labels": inputs.reviewer_labels,
         **{f"n_{k}": v for k, v in sizes.items()},
     }
     mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
@@ -343,6 +356,7 @@ def _bundle_meta(run_id, fitted: Fitted, inputs: Inputs, samples_per_s) -> dict:
         "max_rows": options.max_rows,
         "locale": spec.locale,
         "tags_left_out": prep.dropped,
+        "reviewer_labels": inputs.reviewer_labels,
         "train_options": asdict(options),
         "device": str(fitted.device),
         "bf16": fitted.bf16,

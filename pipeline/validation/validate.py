@@ -392,7 +392,7 @@ def _run_expectations(run: _Run, engine: sa.Engine, on_stage=None) -> None:
         acc = run.accepted
         if acc.empty:
             return None
-        run.stats = drift.snapshot_stats(acc)
+        run.stats = drift.snapshot_stats(acc) | {"reviewer_labels": run.read.reviewer_labels}
         if not prev:
             return None
         run.drift = drift.compare(
