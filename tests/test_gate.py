@@ -90,3 +90,20 @@ def test_bad_policies_are_named(tmp_path):
         load_policy(str(path))
     path.write_text(yaml.safe_dump({"floors": {"micro_f1": 0.9}}))
     assert load_policy(path)["name"] == "p"
+
+
+def test_encoder_margin_can_require_the_encoder_to_add_something(policy):
+    """The hybrid may equal its TF-IDF half while its encoder learned nothing: ``encoder_margin`` rejects that;
+    the encoder's score is reported whether or not a policy asks."""
+    cand = metrics(0.8)
+    cand["encoder"] = {**cand["model"], "micro_f1": 0.42}  # TF-IDF baseline is 0.5
+    verdict, failed, details = evaluate_policy(policy, cand, None, None)
+    assert verdict == "approve" and details["encoder_micro_f1"] == 0.42 and details["baseline_micro_f1"] == 0.5
+    strict = {**policy, "encoder_margin": {"micro_f1": -0.05}}
+    verdict, failed, _ = evaluate_policy(strict, cand, None, None)
+    assert verdict == "reject"
+    assert failed == ["encoder.micro_f1: encoder alone 0.4200 vs TF-IDF baseline 0.5000 (margin -0.05)"]
+    cand["encoder"]["micro_f1"] = 0.47  # within 5 points
+    assert evaluate_policy(strict, cand, None, None)[:2] == ("approve", [])
+    del cand["encoder"]  # an encoder-only bundle: the model is the encoder, baseline_margin judges it
+    assert evaluate_policy(strict, cand, None, None)[:2] == ("approve", [])

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 POLICY_DIR = Path(__file__).with_name("policies")
 POLICY_KEYS = {
-    "name", "review", "floors", "ceilings", "baseline_margin", "max_regression", "min_improvement",
-    "on_small_improvement", "on_different_test_split",
+    "name", "review", "floors", "ceilings", "baseline_margin", "encoder_margin", "max_regression",
+    "min_improvement", "on_small_improvement", "on_different_test_split",
 }  # fmt: skip
 VERDICTS = ("approve", "reject", "needs-review")
 
@@ -99,6 +99,15 @@ def _absolute_rules(policy: dict, metrics: dict) -> list[str]:
     for key, margin in (policy.get("baseline_margin") or {}).items():
         if baseline.get(key) is not None and model.get(key) is not None and model[key] - baseline[key] < margin:
             failed.append(f"baseline.{key}: {model[key]:.4f} vs TF-IDF baseline {baseline[key]:.4f} (margin {margin})")
+    # a hybrid can match its TF-IDF half with the encoder contributing nothing: this asks the encoder alone to be
+    # within (or above) a margin of the baseline; a bundle without an "encoder" block is encoder-only (the model)
+    encoder = metrics.get("encoder") or {}
+    for key, margin in (policy.get("encoder_margin") or {}).items():
+        if encoder.get(key) is not None and baseline.get(key) is not None and encoder[key] - baseline[key] < margin:
+            failed.append(
+                f"encoder.{key}: encoder alone {encoder[key]:.4f} vs TF-IDF baseline {baseline[key]:.4f} "
+                f"(margin {margin})"
+            )
     return failed
 
 
@@ -130,6 +139,9 @@ def evaluate_policy(policy: dict, cand: dict, champ: dict | None, champ_version:
     failed = _absolute_rules(policy, cand)
     review: list[str] = []
     details: dict = {"candidate_micro_f1": cand["model"].get("micro_f1")}
+    for system in ("baseline", "encoder"):  # reported always: what the encoder adds over the TF-IDF half
+        if (cand.get(system) or {}).get("micro_f1") is not None:
+            details[f"{system}_micro_f1"] = cand[system]["micro_f1"]
     if champ is not None:
         details["champion_micro_f1"] = champ["model"].get("micro_f1")
         if champ.get("test_digest") != cand.get("test_digest"):
