@@ -184,3 +184,41 @@ def test_reviewer_decisions_feed_the_next_snapshot_and_the_run_that_trains_on_it
                              "precision_at_1": 0.9, "ece": 0.05, "facets": {}}, "n_train": 1, "n_val": 1, "n_test": 1,
                              "test_digest": "x"}, dropped={}, history=[], options={})  # fmt: skip
     assert "- Reviewer labels: 2 (tags a reviewer accepted or corrected" in card
+
+
+def test_planted_wrong_labels_are_found_by_cleanlab_and_enqueued_as_suspects(tmp_path, fresh_database):
+    """Flip the gender label of 12 products whose title says "Men" to female: most of them are among the
+    suspects (precision far above the 3% a random pick would have), and they enter the queue once."""
+    settings = Settings(home=tmp_path / "home", database_url=fresh_database("suspects"))
+    import_catalog(settings, myntra_slice(tmp_path / "m.csv", 400), "myntra")
+    engine = taglib.ensure_schema(settings)
+    with engine.begin() as conn:
+        female = conn.scalar(sa.text("select id from tags where slug = 'gender:female'"))
+        planted = conn.execute(
+            sa.text("select p.id, p.product_id from products p join product_tags pt on pt.product_pk = p.id "
+                    "join tags t on t.id = pt.tag_id where t.slug = 'gender:male' and p.title like '% Men %' "
+                    "order by p.id limit 12"),
+        ).all()  # fmt: skip
+        for pk, _ in planted:
+            conn.execute(sa.text("update product_tags set tag_id = :f where product_pk = :p and source = 'human' "
+                                 "and tag_id = (select id from tags where slug = 'gender:male')"),
+                         {"f": female, "p": pk})  # fmt: skip
+    env = {**os.environ, "TAGGER_DATABASE_URL": settings.database_url, "TAGGER_HOME": str(settings.home)}
+    cmd = [*TAGGER, "review", "suspects", "--spec", "myntra", "--top", "200"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    with engine.connect() as conn:
+        items = queue.list_items(conn, kind="suspect_label", facet="gender", limit=500)
+    flagged = {(i["product_id"], i["tag"]) for i in items}
+    hits = sum((pid, "gender:female") in flagged for _, pid in planted)
+    assert len(planted) == 12 and hits >= 10, (hits, len(items))
+    assert hits / len(items) > 3 * len(planted) / 400  # gender flags' precision against a random pick of rows
+    female_item = next(i for i in items if (i["product_id"], i["tag"]) == (planted[0][1], "gender:female"))
+    assert "the rest of the catalog suggests gender:male" in female_item["reason"]
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and " 0 new in the review queue" in again.stdout, again.stdout
+    with engine.begin() as conn:
+        pk = planted[0][0]
+        conn.execute(sa.text("update tags set status = 'active' where slug like 'gender:%'"))  # curated
+        queue.decide(conn, female_item["id"], "correct", "ana", tag="gender:male")
+        assert {("gender:female", "human", "rejected"), ("gender:male", "reviewer", "accepted")} <= _tags(conn, pk)

@@ -1,0 +1,94 @@
+"""Suspect human labels: rows whose label the rest of the catalog contradicts, found with cleanlab.
+
+For each exclusive facet, out-of-fold probabilities come from a TF-IDF logistic regression (word 1-2 grams and
+character 2-4 grams of the model text) fitted by stratified k-fold, so no row is scored by a model that saw its
+label. ``cleanlab.filter.find_label_issues`` (confident learning: a kept library made for this) then ranks the rows
+whose given label is least likely; ``enqueue`` puts the top ones in the review queue as ``suspect_label`` items
+with the label the rest of the catalog suggests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Suspect:
+    row: int  # index into the texts given
+    facet: str
+    given: str  # the human label (slug)
+    suggested: str  # the label the out-of-fold model prefers (slug)
+    given_probability: float  # out-of-fold probability of the given label (low: suspect)
+
+
+def find_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str], folds: int = 5,
+                  seed: int = 13) -> list[Suspect]:  # fmt: skip
+    """Suspect labels of the exclusive ``facets``, least likely first across facets. Classes with fewer than
+    ``folds`` rows are left out of a facet (k-fold needs every class in each training part)."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    out: list[Suspect] = []
+    for facet in exclusive:
+        rows, labels = [], []
+        for i, row_tags in enumerate(tags):
+            mine = [t for t in row_tags if t.split(":", 1)[0] == facet]
+            if len(mine) == 1:
+                rows.append(i)
+                labels.append(mine[0])
+        classes, counts = np.unique(labels, return_counts=True)
+        keep = set(classes[counts >= folds])
+        rows = [r for r, lab in zip(rows, labels, strict=True) if lab in keep]
+        labels = [lab for lab in labels if lab in keep]
+        if len(keep) < 2:
+            continue
+        names = sorted(keep)
+        y = np.array([names.index(lab) for lab in labels])
+        features = FeatureUnion([
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)),
+        ])  # fmt: skip
+        model = make_pipeline(features, LogisticRegression(max_iter=2000, C=10.0))
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        probs = cross_val_predict(model, [texts[r] for r in rows], y, cv=cv, method="predict_proba")
+        ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+        for k in ranked:
+            out.append(Suspect(rows[k], facet, names[y[k]], names[int(probs[k].argmax())], float(probs[k, y[k]])))
+        log.info("suspect labels: %s: %d of %d rows", facet, len(ranked), len(rows))
+    return sorted(out, key=lambda s: s.given_probability)
+
+
+def enqueue(conn: sa.Connection, catalog: str, product_ids: list[str], suspects: list[Suspect]) -> int:
+    """Put suspects in the review queue (kind ``suspect_label``, the human tag as the item's tag, its out-of-fold
+    probability as the score); returns how many items are new (an open item is not enqueued twice)."""
+    added = 0
+    for s in suspects:
+        added += conn.execute(
+            sa.text(
+                """
+                insert into review_items (kind, product_pk, tag_id, reason, score)
+                select 'suspect_label', p.id, t.id, :reason, :score
+                from products p join product_tags pt on pt.product_pk = p.id join tags t on t.id = pt.tag_id
+                where p.catalog = :catalog and p.product_id = :pid and t.slug = :given and pt.source = 'human'
+                on conflict (kind, coalesce(product_pk, 0), tag_id) where state = 'open' do nothing
+                """
+            ),
+            {
+                "catalog": catalog,
+                "pid": product_ids[s.row],
+                "given": s.given,
+                "score": s.given_probability,
+                "reason": f"out-of-fold probability of this label {s.given_probability:.2f}; "
+                f"the rest of the catalog suggests {s.suggested}",
+            },
+        ).rowcount
+    return added
