@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from common import save
+from common import save, title_disagreement
 
 
 def main() -> None:
@@ -28,21 +28,17 @@ def main() -> None:
     settings = Settings(home=tempfile.mkdtemp(prefix="label_noise-"))
     spec = load_spec(args.spec)
     frame, _ = load_source(args.source or default_source(args.spec, settings.data_dir), spec, settings)
-    frame["norm"] = frame["title"].str.lower().str.split().str.join(" ")
-    shared = frame[frame.groupby("norm")["norm"].transform("size") > 1]
-    out = {"spec": args.spec, "rows": len(frame), "rows_sharing_a_title": len(shared), "facets": {}}
-    print(f"{args.spec}: {len(shared)} of {len(frame)} rows share their normalised title with another row")
+    norm = frame["title"].str.lower().str.split().str.join(" ")
+    n_shared = int((norm.groupby(norm).transform("size") > 1).sum())
+    out = {"spec": args.spec, "rows": len(frame), "rows_sharing_a_title": n_shared, "facets": {}}
+    print(f"{args.spec}: {n_shared} of {len(frame)} rows share their normalised title with another row")
     facets = sorted({t.split(":", 1)[0] for tags in frame["tags"] for t in tags})
     for facet in facets:
         # the most specific tag of the facet (a category leaf rather than its ancestors)
-        value = shared["tags"].map(lambda tags, f=facet: max((t for t in tags if t.startswith(f + ":")), key=len,
-                                                              default=None))  # fmt: skip
-        rows = value.notna()
+        _, rows, noisy = title_disagreement(frame, facet)
         if not rows.any():
             continue
-        v, norm = value[rows], shared.loc[rows, "norm"]
-        majority = v.groupby(norm).agg(lambda x: x.value_counts().index[0])
-        share = float((v != norm.map(majority)).mean())
+        share = len(noisy) / int(rows.sum())
         out["facets"][facet] = {"rows": int(rows.sum()), "disagree_with_title_majority": share}
         print(f"  {facet:10s} {share:6.1%} of {int(rows.sum())} rows disagree with their title's majority value")
     save(f"label_noise_{args.spec}", out)

@@ -49,8 +49,13 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["csv", "jsonl", "parquet"],
                     choices=["csv", "jsonl", "parquet", "zh_lines"])  # fmt: skip
     ap.add_argument("--min-steps", type=int, default=None, help="default: TrainOptions'")
-    ap.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
-                    help="other training options, e.g. encoder=minilm-l6 head_lr=0.01 (default: TrainOptions')")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="other training options, e.g. encoder=minilm-l6 head_lr=0.01 (default: TrainOptions')",
+    )
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()

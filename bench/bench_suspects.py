@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from common import save
+from common import save, title_disagreement
 
 
 def main() -> None:
@@ -40,8 +40,6 @@ def main() -> None:
     if args.rows:
         frame = frame.sample(n=min(args.rows, len(frame)), random_state=0)
     frame = frame.reset_index(drop=True)
-    norm = frame["title"].str.lower().str.split().str.join(" ")
-    shared = norm.groupby(norm).transform("size") > 1
     template = template_for(spec)
     texts = [build_text(r, template) for r in frame.to_dict(orient="records")]
     exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
@@ -54,12 +52,8 @@ def main() -> None:
     print("| facet | rows labelled | known noise | flagged | flag precision | random | ratio | top-200 precision |")
     print("|---|---|---|---|---|---|---|---|")
     for facet in exclusive:
-        value = frame["tags"].map(lambda tags, f=facet: max((t for t in tags if t.startswith(f + ":")), key=len,
-                                                             default=None))  # fmt: skip
-        labelled = value.notna()
-        v, n = value[labelled & shared], norm[labelled & shared]
-        majority = v.groupby(n).agg(lambda x: x.value_counts().index[0])
-        noisy = set(v.index[v != n.map(majority)])
+        value, _, noisy_index = title_disagreement(frame, facet)
+        labelled, noisy = value.notna(), set(noisy_index)
         flagged = [s.row for s in suspects if s.facet == facet]  # least likely first
         if not flagged or not labelled.any():
             continue

@@ -53,3 +53,15 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=1))
     return path
+
+
+def title_disagreement(frame, facet: str):
+    """The known-noise rule of ``bench_label_noise`` and ``bench_suspects``: (each row's value in ``facet``, its
+    most specific tag or None; the rows that share their normalised title with another row and have a value; the
+    index of those whose value differs from the most common value for their title)."""
+    value = frame["tags"].map(lambda tags: max((t for t in tags if t.startswith(facet + ":")), key=len, default=None))
+    norm = frame["title"].str.lower().str.split().str.join(" ")
+    shared = value.notna() & (norm.groupby(norm).transform("size") > 1)
+    v, n = value[shared], norm[shared]
+    majority = v.groupby(n).agg(lambda x: x.value_counts().index[0])
+    return value, shared, v.index[v != n.map(majority)]
