@@ -1,4 +1,5 @@
-"""``tagger review list|show|sync|accept|reject|correct|merge|promote``: the review queue (pipeline.review)."""
+"""``tagger review list|show|sync|suspects|accept|reject|correct|merge|promote``: the review queue
+(pipeline.review)."""
 
 from __future__ import annotations
 
@@ -49,22 +50,14 @@ def suspects_cmd(
 ) -> None:
     """Find human labels the rest of the catalog contradicts (cleanlab on out-of-fold TF-IDF probabilities, per
     exclusive facet) and enqueue the least likely ones as suspect_label items."""
-    from pipeline.catalog.snapshot import read_products_table
     from pipeline.catalog.spec import load_spec
-    from pipeline.catalog.text import build_text, template_for
     from pipeline.review import suspects
 
     spec_obj = load_spec(spec)
     name = catalog or spec_obj.name
-    engine = _engine()
-    rows = read_products_table(engine, spec_obj, f"db:products/{name}").frame.to_dict(orient="records")
-    template = template_for(spec_obj)
-    exclusive = [f for f, rule in spec_obj.facets.items() if rule.exclusive]
-    found = suspects.find_suspects([build_text(r, template) for r in rows], [r["tags"] for r in rows], exclusive)
-    with engine.begin() as conn:
-        added = suspects.enqueue(conn, name, [r["product_id"] for r in rows], found[:top])
-    console.print(f"{len(found)} suspect labels in {len(rows)} products of {name}; {added} new in the review queue "
-                  f"(the {min(top, len(found))} least likely): tagger review list --kind suspect_label")  # fmt: skip
+    products, found, added = suspects.enqueue_catalog(_engine(), spec_obj, name, top)
+    console.print(f"{found} suspect labels in {products} products of {name}; {added} new in the review queue "
+                  f"(the {min(top, found)} least likely): tagger review list --kind suspect_label")  # fmt: skip
 
 
 @review_app.command("list")

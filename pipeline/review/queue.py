@@ -4,7 +4,7 @@ Items come in three kinds, each with its reason and score:
 
 - ``model_tag``: a model tag stored below the review line (``product_tags.review_state = 'pending'``);
 - ``candidate``: a value a catalog import found no library tag for (``tags.status = 'candidate'``);
-- ``suspect_label``: a human label that the model's out-of-sample probabilities doubt (filled after training).
+- ``suspect_label``: a human label that out-of-fold probabilities doubt (``suspects.enqueue_catalog``).
 
 ``sync`` enqueues whatever waits (idempotent: one open item per kind, product and tag). ``decide`` applies one
 decision in one transaction: the item is locked, the product tags or the library change, the item is marked
@@ -24,6 +24,7 @@ promote    candidate: becomes an active library tag
 
 from __future__ import annotations
 
+import json
 import logging
 
 import sqlalchemy as sa
@@ -38,7 +39,6 @@ ACTIONS = {
     "suspect_label": ("accept", "reject", "correct"),
     "candidate": ("promote", "merge", "reject"),
 }
-NEEDS_TAG = ("correct", "merge")
 
 
 def sync(conn: sa.Connection) -> dict[str, int]:
@@ -165,6 +165,10 @@ def _set_state(conn: sa.Connection, product_pk: int, tag_id: int, source: str, s
     )
 
 
+def _set_tag_status(conn: sa.Connection, tag_id: int, status: str) -> None:
+    conn.execute(sa.text("update tags set status = :st, updated_at = now() where id = :t"), {"st": status, "t": tag_id})
+
+
 def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str | None = None) -> dict:
     """Apply one decision to item ``item_id`` (see the module doc) in the caller's transaction; returns the item.
 
@@ -199,9 +203,9 @@ def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str 
         _reviewer_tag(conn, pk, decided_tag)
         details["tag"] = slug
     elif action == "promote":
-        conn.execute(sa.text("update tags set status = 'active', updated_at = now() where id = :t"), {"t": tag_id})
+        _set_tag_status(conn, tag_id, "active")
     elif action == "reject":  # a candidate
-        conn.execute(sa.text("update tags set status = 'retired', updated_at = now() where id = :t"), {"t": tag_id})
+        _set_tag_status(conn, tag_id, "retired")
     elif action == "merge":
         decided_tag, slug = _tag_id(conn, tag, action)
         same = conn.scalar(
@@ -232,7 +236,7 @@ def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str 
             {"into": decided_tag, "t": tag_id},
         ).rowcount
         conn.execute(sa.text("delete from product_tags where tag_id = :t"), {"t": tag_id})
-        conn.execute(sa.text("update tags set status = 'retired', updated_at = now() where id = :t"), {"t": tag_id})
+        _set_tag_status(conn, tag_id, "retired")
         details |= {"tag": slug, "synonyms_added": synonyms, "product_tags_moved": moved}
     conn.execute(
         sa.text(
@@ -246,13 +250,7 @@ def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str 
     )
     conn.execute(
         sa.text("insert into review_events (item_id, action, actor, details) values (:id, :a, :by, cast(:d as jsonb))"),
-        {"id": item_id, "a": action, "by": actor, "d": _json(details)},
+        {"id": item_id, "a": action, "by": actor, "d": json.dumps(details, ensure_ascii=False)},
     )
     log.info("review item %d (%s): %s by %s %s", item_id, kind, action, actor, details or "")
     return get_item(conn, item_id)
-
-
-def _json(value: dict) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)

@@ -67,6 +67,23 @@ def find_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str],
     return sorted(out, key=lambda s: s.given_probability)
 
 
+def enqueue_catalog(engine: sa.Engine, spec, catalog: str | None = None, top: int = 50) -> tuple[int, int, int]:
+    """``tagger review suspects``: the catalog's products (``db:products``, as training reads them) through
+    ``spec``'s model text and exclusive facets, suspects found, the ``top`` least likely enqueued. Returns
+    (products, suspects found, new queue items)."""
+    from pipeline.catalog.snapshot import read_products_table
+    from pipeline.catalog.text import build_text, template_for
+
+    name = catalog or spec.name
+    rows = read_products_table(engine, spec, f"db:products/{name}").frame.to_dict(orient="records")
+    template = template_for(spec)
+    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
+    found = find_suspects([build_text(r, template) for r in rows], [r["tags"] for r in rows], exclusive)
+    with engine.begin() as conn:
+        added = enqueue(conn, name, [r["product_id"] for r in rows], found[:top])
+    return len(rows), len(found), added
+
+
 def enqueue(conn: sa.Connection, catalog: str, product_ids: list[str], suspects: list[Suspect]) -> int:
     """Put suspects in the review queue (kind ``suspect_label``, the human tag as the item's tag, its out-of-fold
     probability as the score); returns how many items are new (an open item is not enqueued twice)."""
