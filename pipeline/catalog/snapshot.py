@@ -79,20 +79,27 @@ def snapshot_dir(settings: Settings, snapshot_id: str) -> Path:
 
 # ---- reading sources -----------------------------------------------------------------------------------
 def read_source(
-    source: str | Path, spec: DatasetSpec, engine: sa.Engine | None = None, on_rows: Callable[[int], None] | None = None
+    source: str | Path,
+    spec: DatasetSpec,
+    engine: sa.Engine | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> CatalogRead:
-    """Read a file through ``spec`` (``on_rows``: see :func:`read_catalog`), or the products table when ``source``
-    starts with ``db:``.
+    """Read a file through ``spec`` (``on_rows``, ``limit``: see :func:`read_catalog`), or the products table when
+    ``source`` starts with ``db:`` (its first ``limit`` rows).
 
     Raises:
         CatalogError: the file as a whole is unusable, or the products table holds no such catalog.
     """
     text = str(source)
     if not text.startswith(DB_PREFIX):
-        return read_catalog(source, spec, on_rows=on_rows)
+        return read_catalog(source, spec, limit=limit, on_rows=on_rows)
     if engine is None:
         raise CatalogError(f"source {text!r} reads from Postgres but no database engine was given")
-    return read_products_table(engine, spec, text)
+    read = read_products_table(engine, spec, text)
+    if limit is not None:
+        read.frame = read.frame.head(limit)
+    return read
 
 
 def read_products_table(engine: sa.Engine, spec: DatasetSpec, source: str) -> CatalogRead:

@@ -553,17 +553,12 @@ def preview_catalog(
     """
     import tempfile
 
-    from pipeline.catalog.readers import read_catalog
     from pipeline.catalog.text import build_text, template_for
 
     opts = opts or ValidationOptions()
     spec_obj = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
-    if str(source).startswith(snapshot.DB_PREFIX):
-        read = snapshot.read_products_table(get_engine(settings or Settings()), spec_obj, str(source))
-        if limit is not None:
-            read.frame = read.frame.head(limit)
-    else:
-        read = read_catalog(Path(source), spec_obj, limit=limit)
+    from_db = str(source).startswith(snapshot.DB_PREFIX)  # a file needs no database (none is started for it)
+    read = snapshot.read_source(source, spec_obj, get_engine(settings or Settings()) if from_db else None, limit=limit)
     rows = expectations.rows_frame(read.frame, spec_obj.null_values, opts.split_seed)
     E = expectations
     batch = E.Batch(E.ROW_SUITE, "row_number", E.row_rules(opts.min_title_chars, opts.max_title_chars),
