@@ -167,10 +167,9 @@ def _line_separator(lines: list[str]) -> tuple[str, bool] | None:
     lines = [ln for ln in lines[:200] if ln.strip()]
     if len(lines) < 2:
         return None
-    counts: Counter = Counter()
-    for ln in lines:
-        counts.update({(run, ln.count(run)) for run in {m.group(0) for m in _RUN.finditer(ln)}})
-    first = {(run, lines[0].count(run)) for run in {m.group(0) for m in _RUN.finditer(lines[0])}}
+    per_line = [{(run, ln.count(run)) for run in {m.group(0) for m in _RUN.finditer(ln)}} for ln in lines]
+    counts = Counter(pair for pairs in per_line for pair in pairs)
+    first = per_line[0]
     best = max(((n, run) for (run, k), n in counts.items() if (run, k) in first), key=lambda t: (t[0], len(t[1])),
                default=None)  # fmt: skip
     if best is None or best[0] < 0.95 * len(lines):
