@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create/update the virtual environment (.venv)
 
-browser: ## Install Debian's chromium + chromium-driver when missing (browser tests of the Airflow UI)
-	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium and chromium-driver (apt)"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+browser: ## Install Debian's chromium + chromium-driver + CJK fonts when missing (browser tests of the pages)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && fc-list :lang=zh | grep -q . || { \
+	  echo "installing Debian's chromium, chromium-driver and fonts-noto-cjk (apt)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver fonts-noto-cjk; }
 
 demo: $(STAMP) ## Run the main job end to end on embedded defaults
 	$(BIN)/tagger demo

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
 import sys
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,3 +68,27 @@ def title_disagreement(frame, facet: str):
     v, n = value[shared], norm[shared]
     majority = v.groupby(n).agg(lambda x: x.value_counts().index[0])
     return value, shared, v.index[v != n.map(majority)]
+
+
+def read_rows(spec, data_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """The catalog's header and rows, surplus title commas rejoined (the spec's overflow rule)."""
+    from pipeline.catalog.spec import default_source
+
+    src = Path(default_source(spec.name, data_dir))
+    with zipfile.ZipFile(src) as z:
+        text = z.read(spec.member).decode(spec.encoding)
+    lines = list(csv.reader(io.StringIO(text)))
+    header, rows = lines[0], []
+    at = header.index(spec.overflow_column)
+    for r in lines[1:]:
+        if len(r) > len(header):
+            r = r[:at] + [",".join(r[at : at + len(r) - len(header) + 1])] + r[at + len(r) - len(header) + 1 :]
+        if len(r) == len(header):
+            rows.append(r)
+    return header, rows
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path

@@ -2,8 +2,9 @@
 
 ``check_serving`` first: a deploy target held by a process this home did not start fails the run in seconds.
 
-Runs weekly and whenever a new catalog snapshot lands (the ``catalog`` Asset; the event's ``extra`` may carry
-``source``/``spec``/``train``, used where the run's params leave them unset). Wiring only: every task calls
+Runs weekly, whenever a new catalog snapshot lands (the ``catalog`` Asset) and whenever reviewers have decided
+enough on one catalog (the ``review`` Asset, from ``tagger_review_watch``). The event's ``extra`` may carry
+``source``/``spec``/``train``, used where the run's params leave them unset. Wiring only: every task calls
 one step of ``pipeline.orchestration.steps`` and passes references (snapshot id, run id, registry version).
 Validation failures and rejected models fail fast without retries; infrastructure steps retry with back-off.
 """
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from pipeline.orchestration.assets import CATALOG, REVIEW
 from pipeline.orchestration.review_sensor import ReviewSensor
 from pipeline.settings import DagSettings
 from pipeline.training.options import json_schema as train_options_schema  # standard library only
 
-CATALOG = Asset("tagger://catalog/snapshot")  # producers (shop feed jobs) emit this when a snapshot lands
 PARSE = DagSettings()  # environment only, no I/O: retry delay, review poke interval
 INFRA_RETRIES = {
     "retries": 3,
@@ -51,7 +52,8 @@ def _on_failure(context) -> None:
 @dag(
     dag_id="tagger_retrain",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC", run_immediately=NEXT_TICK_ONLY), assets=[CATALOG]
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC", run_immediately=NEXT_TICK_ONLY),
+        assets=(CATALOG | REVIEW),
     ),
     # no start_date: with one (and catchup=False) Airflow runs the latest past tick as soon as the DAG is unpaused
     catchup=False,

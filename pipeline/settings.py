@@ -124,6 +124,12 @@ class Settings(DagSettings):
         default=None, description="Promotion gate policy YAML. Unset: the policy shipped with the package."
     )
     review_mode: str = Field(default="auto", description="'auto' or 'manual' (wait for a reviewer).")
+    review_retrain_after: int = Field(
+        default=50,
+        ge=1,
+        description="Reviewer decisions on one catalog that make tagger_review_watch emit the review Asset event "
+        "(tagger_retrain then retrains on db:products/<catalog>).",
+    )
 
     # ---- the Airflow deployment of `tagger airflow up` ----------------------------------------------
     airflow_database_url: str | None = Field(

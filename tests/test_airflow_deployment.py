@@ -195,7 +195,9 @@ def test_the_airflow_ui_shows_the_retrain_dag_in_headless_chromium(deployment, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     url = f"{deployment['dep'].api_url}/dags/tagger_retrain"
-    expected = ("tagger_retrain", CATALOG_URI, "check_serving", "wait_for_review", "deploy", "smoke_test", "Latest Run")
+    # scheduled on two Assets (catalog snapshot, review decisions): the header counts them
+    expected = ("tagger_retrain", "of 2 assets updated", "check_serving", "wait_for_review", "deploy", "smoke_test",
+                "Latest Run")  # fmt: skip
 
     def body(b) -> str:
         return b.find_element(By.TAG_NAME, "body").text
@@ -206,7 +208,8 @@ def test_the_airflow_ui_shows_the_retrain_dag_in_headless_chromium(deployment, t
             WebDriverWait(browser, 60).until(lambda b: all(text in body(b) for text in expected))
         except TimeoutException:
             missing = [text for text in expected if text not in body(browser)]
-            pytest.fail(f"{missing} not on {url} after 60 s")
+            browser.save_screenshot(str(tmp_path / "tagger_retrain_failed.png"))
+            pytest.fail(f"{missing} not on {url} after 60 s (screenshot: {tmp_path / 'tagger_retrain_failed.png'})")
         shot = tmp_path / "tagger_retrain.png"
         browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one

@@ -13,7 +13,7 @@ from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
 
-DAG_IDS = ("tagger_retrain", "tagger_batch_tag")
+DAG_IDS = ("tagger_retrain", "tagger_batch_tag", "tagger_review_watch")
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,11 @@ def test_retrain_structure(airflow_ready):
     assert tasks["train"].retries >= 1 and tasks["deploy"].retries >= 1  # infrastructure retries with back-off
     assert tasks["deploy"].retry_exponential_backoff
     assert tasks["train"].queue == "gpu"  # routed to a GPU worker in production
-    # weekly, and whenever a new catalog snapshot (Asset) lands
+    # weekly, whenever a new catalog snapshot lands, and whenever reviewers decided enough (two Assets)
     assert dag.timetable.timetable.expression == "0 3 * * 1"
-    assert "tagger://catalog/snapshot" in repr(dag.timetable.asset_condition)
+    condition = repr(dag.timetable.asset_condition)
+    assert "AssetAny" in condition and "tagger://catalog/snapshot" in condition
+    assert "tagger://review/decisions" in condition
     assert all(t.on_failure_callback for t in dag.tasks)
 
 
@@ -85,8 +87,17 @@ def test_batch_tag_structure(airflow_ready):
     assert dag.timetable.expression == "0 * * * *"  # hourly
 
 
-@pytest.mark.parametrize("dag_id", ["tagger_retrain", "tagger_batch_tag"])
-@pytest.mark.parametrize("minutes_after_tick", [0.5, 3, 30])
+def test_review_watch_structure(airflow_ready):
+    dag = airflow_local.load_dag("tagger_review_watch")
+    assert [t.task_id for t in dag.tasks] == ["count_decisions"]
+    assert [a.uri for a in dag.tasks[0].outlets] == ["tagger://review/decisions"]  # what tagger_retrain waits for
+    assert dag.timetable.expression == "*/15 * * * *" and dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "minutes_after_tick"),
+    [(d, m) for d in DAG_IDS for m in ((0.5, 3, 10) if d == "tagger_review_watch" else (0.5, 3, 30))],
+)  # 30 min after a tick is itself a tick of the 15-minute watch: 10 there
 def test_unpausing_schedules_the_next_tick_not_a_run_now(airflow_ready, dag_id, minutes_after_tick, monkeypatch):
     """A deployment unpauses the DAGs: that must not start a run for the latest past tick (a whole-catalog
     retrain) at once, however soon after a tick it happens. Asked the way the scheduler asks, of the timetable as

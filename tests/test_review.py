@@ -106,6 +106,30 @@ def test_a_rejected_model_tag_stays_rejected_when_the_product_is_tagged_again(sh
     assert ("gender:male", "model", "accepted") in states
 
 
+def test_a_pending_leaf_and_its_ancestors_are_one_item_and_accepting_it_confirms_them(shop):
+    """Batch tagging stores a category leaf with its ancestors at the leaf's score: one decision, not three."""
+    _, engine, _, _ = shop
+    with engine.begin() as conn:
+        leaf = conn.execute(sa.text("select c.id, c.slug from tags c join tags p on p.id = c.parent_id "
+                                    "where p.parent_id is not null order by c.slug limit 1")).one()  # fmt: skip
+        chain = conn.execute(sa.text("with recursive up (id) as (select parent_id from tags where id = :t union "
+                                     "select t.parent_id from up join tags t on t.id = up.id where t.parent_id "
+                                     "is not null) select id from up"), {"t": leaf.id}).scalars().all()  # fmt: skip
+        pk = conn.scalar(sa.text("select max(id) from products"))
+        for tag_id in [leaf.id, *chain]:
+            conn.execute(sa.text("insert into product_tags (product_pk, tag_id, source, score, review_state) "
+                                 "values (:p, :t, 'model', 0.3, 'pending') on conflict do nothing"),
+                         {"p": pk, "t": tag_id})  # fmt: skip
+        queue.sync(conn)
+        mine = [i for i in queue.list_items(conn, kind="model_tag") if i["product_pk"] == pk]
+        assert len(chain) >= 2 and [i["tag"] for i in mine] == [leaf.slug]  # the ancestors are not items
+        decided = queue.decide(conn, mine[0]["id"], "accept", "ana")
+        states = conn.execute(sa.text("select tag_id, review_state from product_tags where product_pk = :p and "
+                                      "source = 'model'"), {"p": pk}).all()  # fmt: skip
+    assert {t: st for t, st in states if t in [leaf.id, *chain]} == {t: "accepted" for t in [leaf.id, *chain]}
+    assert decided["events"][0]["details"] == {"ancestors_accepted": len(chain)}
+
+
 def test_candidates_are_promoted_merged_as_synonyms_or_rejected(shop):
     _, engine, _, _ = shop
     with engine.begin() as conn:

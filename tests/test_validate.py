@@ -331,3 +331,31 @@ def test_progress_bar_names_each_stage_and_the_rows_read(validate_settings, mynt
 
     validate_catalog(tmp_path / "m.csv", myntra_spec, validate_settings)  # not a terminal: no bar by default
     assert "validate:" not in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_data_docs_render_in_headless_chromium_without_internet(planted, tmp_path):
+    """Every host but loopback unresolvable: the index's table (drawn by bootstrap-table from JSON) and the
+    pass/fail icons (Font Awesome) come from the copies in the package, and no page links a CDN any more."""
+    from helpers.browser import headless_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pipeline.validation.offline_docs import external_assets
+
+    r, _, _ = planted
+    site = Path(r.report_path).parent
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 3 and all(external_assets(p.read_text(encoding="utf-8")) == [] for p in pages)
+    with headless_chromium(1400, 900, offline=True) as b:
+        b.get(Path(r.report_path).as_uri())
+        WebDriverWait(b, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table tbody tr td .fas"))
+        rows = b.find_elements(By.CSS_SELECTOR, "table tbody tr")
+        icon = b.find_element(By.CSS_SELECTOR, "table tbody tr td .fas")  # a pass or fail icon
+        family = b.execute_script("return getComputedStyle(arguments[0], '::before').fontFamily", icon)
+        width = b.execute_script("return arguments[0].getBoundingClientRect().width", icon)
+        loaded = b.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        b.save_screenshot(str(tmp_path / "data_docs.png"))
+    assert rows and "Font Awesome" in family and width > 0  # the icon font loaded, not a blank box
+    assert not [u for u in loaded if u.startswith("http")], loaded  # (Chromium lists no file:// resources)
+    assert (tmp_path / "data_docs.png").stat().st_size > 20_000

@@ -25,7 +25,7 @@ def list_cmd() -> None:
 
 @dags_app.command("run")
 def run_cmd(
-    dag_id: str = typer.Argument(..., help="tagger_retrain or tagger_batch_tag"),
+    dag_id: str = typer.Argument(..., help="tagger_retrain, tagger_batch_tag or tagger_review_watch"),
     conf: str = typer.Option("{}", help='Run parameters as JSON, e.g. \'{"train": {"max_rows": 3000}}\''),
 ) -> None:
     """Run one DAG end to end in this process (real tasks, real services) and print each task's state."""

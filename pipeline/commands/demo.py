@@ -145,6 +145,18 @@ def _show_predictions(console, settings, examples: list[dict]) -> None:
         console.print(table)
 
 
+def _show_explanation(console, settings, title: str, version: int) -> None:
+    from pipeline.review.explanations import Explainer
+
+    out = Explainer(settings).text(title, version=version)
+    table = Table(title=f"[bold]{title}[/] ({out['seconds']:.1f} s)", title_justify="left", box=None, pad_edge=False)
+    for col in ("tag", "score", "words (share of the decision)"):
+        table.add_column(col)
+    for t in out["tags"]:
+        table.add_row(t["slug"], f"{t['score']:.2f}", ", ".join(f"{w} {v:+.2f}" for w, v in t["top_words"][:3]))
+    console.print(table)
+
+
 def demo(
     rows: int = typer.Option(DEMO_TRAIN["max_rows"], help="Myntra rows sampled for training (whole catalog imported)."),
     epochs: int = typer.Option(DEMO_TRAIN["epochs"], help="Training epochs."),
@@ -214,22 +226,28 @@ def demo(
     print_summary()
 
     _step(console, 5, "Tags of held-out products (titles the model never saw), from Triton over gRPC")
-    _show_predictions(console, settings, _held_out(source, spec, 8))
+    held_out = _held_out(source, spec, 8)
+    _show_predictions(console, settings, held_out)
 
     _step(console, 6, "The new model, the gate's verdict, what serves")
     champion = registry.get_alias(settings, registry.CHAMPION)
     bundle = registry.bundle_for_version(settings, champion)
     _print_result(console, settings, champion, bundle)
 
-    _step(console, 7, "Where to look next")
+    _step(console, 7, "Why: the words that drove each tag of a held-out product (tagger explain)")
+    _show_explanation(console, settings, held_out[0]["title"], champion)
+
+    _step(console, 8, "Where to look next")
     from pipeline.core.services import get_engine
 
     with get_engine(settings).connect() as conn:
         import sqlalchemy as sa
 
         report = conn.scalar(sa.text("select report_path from snapshots order by created_at desc limit 1"))
+        waiting = conn.scalar(sa.text("select count(*) from review_items where state = 'open'"))
     af_home = airflow_local.airflow_env(settings)["AIRFLOW_HOME"]
     ui_port = free_port()  # a port nobody holds now: never a fixed one another checkout may be using
+    review_port = free_port()
     ui = (
         f"AIRFLOW_HOME={af_home} AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT={ui_port} "
         f".venv/bin/airflow standalone   (http://127.0.0.1:{ui_port})"
@@ -245,6 +263,8 @@ def demo(
         f"validation report:  {report}\n"
         f"model card:         {bundle / 'model_card.md'}\n"
         f"Airflow UI:         {ui}\n"
+        f"review queue:       {waiting:,} open items: .venv/bin/tagger review serve --port {review_port}   "
+        f"(http://127.0.0.1:{review_port})\n"
         f"services:           .venv/bin/tagger services status [--json]   (what this home started, addresses)\n"
         f"stop services:      make services-stop\n"
         f"demo finished in {time.perf_counter() - t0:.0f} s"

@@ -1,5 +1,5 @@
-"""``tagger review list|show|sync|suspects|accept|reject|correct|merge|promote``: the review queue
-(pipeline.review)."""
+"""``tagger review list|show|sync|suspects|accept|reject|correct|merge|promote|serve`` (the review queue,
+pipeline.review) and ``tagger explain TEXT`` (which words drove each tag)."""
 
 from __future__ import annotations
 
@@ -151,5 +151,65 @@ def promote_cmd(item_id: int = typer.Argument(...), by: str = _BY) -> None:
     _decide(item_id, "promote", by)
 
 
+@review_app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8400, help="Port."),
+    by: str = typer.Option(None, "--by", help="Reviewer recorded when the page names no one (default: login)."),
+    bundle: str = typer.Option(
+        None, "--bundle", help="Explain with this bundle folder (default: the item's model version, else the champion)."
+    ),
+) -> None:
+    """The review page: the queue filtered by kind/facet/catalog, decisions by click or key, explanations on
+    request. Runs in the foreground (Ctrl+C stops it); start it in the background with a log file to keep it."""
+    import socket
+
+    import uvicorn
+
+    from pipeline.errors import ConfigError
+    from pipeline.review.explanations import Explainer
+    from pipeline.review.web import create_app
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --port") from exc
+    settings = get_settings()
+    explainer = Explainer(settings, bundle=bundle)
+    app = create_app(settings, _engine(), reviewer=by or getpass.getuser(), explainer=explainer)
+    console.print(f"review page on http://{host}:{port}/  (Ctrl+C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def explain_cmd(
+    text: str = typer.Argument(..., help="A product title (read as the model reads a title-only product)."),
+    bundle: str = typer.Option(None, "--bundle", help="A bundle folder (default: the registry's champion)."),
+    version: int = typer.Option(None, "--version", help="A registry version (default: the champion)."),
+    tag: list[str] = typer.Option(None, "--tag", help="Also explain this tag (FACET:VALUE), predicted or not."),
+    top: int = typer.Option(5, help="Words shown per tag."),
+    steps: int = typer.Option(16, help="Integrated-gradients steps (more: closer attributions, slower)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (every word's weight)."),
+) -> None:
+    """Which words drove each predicted tag: the encoder's integrated gradients (Captum) fused with the TF-IDF
+    half's n-gram weights, as the bundle fuses the two."""
+    from pipeline.review.explanations import Explainer
+
+    out = Explainer(get_settings(), steps=steps).text(text, bundle=bundle, version=version, slugs=tag)
+    if as_json:
+        console.print_json(json.dumps(out, ensure_ascii=False))
+        return
+    table = Table(title=f"{out['text']!r}: {len(out['tags'])} tag(s), {out['seconds']:.2f} s")
+    for col in ("tag", "score", "words (share of the decision)", "TF-IDF n-grams"):
+        table.add_column(col)
+    for t in out["tags"]:
+        words = ", ".join(f"{w} {v:+.2f}" for w, v in t["top_words"][:top]) or "-"
+        grams = ", ".join(f"{g.strip()!r} {v:+.2f}" for g, v in t["ngrams"][:3]) or "-"
+        table.add_row(t["slug"] + ("" if t["slug"] in out["predicted"] else " (not predicted)"),
+                      f"{t['score']:.3f}", words, grams)  # fmt: skip
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")
+    app.command("explain")(explain_cmd)

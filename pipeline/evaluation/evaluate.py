@@ -29,13 +29,14 @@ from pipeline.core.tracking import configure
 from pipeline.errors import BundleError
 from pipeline.evaluation import model_card, plots
 from pipeline.metrics import bootstrap_ci, micro_f1, tag_metrics
-from pipeline.training.bundle import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE, load_bundle
+from pipeline.training.bundle import HELDOUT_ARRAYS, HELDOUT_INFO, HISTORY_FILE, TEST_SPLIT_FILE, load_bundle
 from pipeline.training.dataset import load_source, prepare, split_digest, targets
 from pipeline.training.labels import LabelMap, decide
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+EXPLAINED_EXAMPLES = 3
 HEADLINE = ("micro_f1", "macro_f1", "precision_at_1", "ece")
 CURVE_NAMES = {"model": "tagger", "encoder": "encoder only", "baseline": "TF-IDF baseline"}
 
@@ -72,6 +73,7 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
         dropped=meta.get("tags_left_out", {}),
         history=history,
         options=meta.get("train_options", {}),
+        examples=explained_examples(bundle),
     )
     (bundle / "model_card.md").write_text(card, encoding="utf-8")
     pending = bundle / f".{METRICS_FILE}.tmp"  # metrics.json appears only once MLflow has everything: a retry after
@@ -86,6 +88,23 @@ def evaluate_run(bundle_path: str | Path, settings, *, force: bool = False) -> R
         bundle,
     )
     return RunEvaluation(run_id, str(bundle), metrics)
+
+
+def explained_examples(bundle: Path, n: int = EXPLAINED_EXAMPLES, steps: int = 8) -> list[dict]:
+    """The first ``n`` texts of the bundle's frozen test split, explained for the model card (``steps``: fewer
+    integrated-gradient points than ``tagger explain``'s 16; the card shows the top words, not exact shares)."""
+    from pipeline.evaluation.explain import explain
+
+    split = bundle / TEST_SPLIT_FILE
+    if not split.exists():
+        return []
+    with split.open(encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line, _ in zip(f, range(n), strict=False)]
+    loaded = load_bundle(bundle)
+    t0 = time.perf_counter()
+    out = [explain(loaded, text, steps=steps) for text in texts]
+    log.info("model card: %d examples explained in %.1f s", len(out), time.perf_counter() - t0)
+    return out
 
 
 def heldout_metrics(bundle: Path, meta: dict | None = None) -> tuple[dict, dict, np.ndarray, np.ndarray]:

@@ -14,7 +14,31 @@ def _facet(block: dict | None, facet: str, key: str) -> float | None:
     return block["facets"][facet][key] if block else None
 
 
-def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[dict], options: dict) -> str:
+def _explained(examples: list[dict]) -> list[str]:
+    from pipeline.evaluation.explain import highlighted
+
+    lines = ["", "## Explained examples (test split)",
+             "Words that drove each predicted tag (share of the decision; integrated gradients on the encoder fused "
+             "with the TF-IDF half's n-gram weights, `pipeline.evaluation.explain`). `tagger explain TEXT` explains "
+             "any title.", ""]  # fmt: skip
+    for ex in examples:
+        lines.append(f"- {ex['text']}")
+        for tag in ex["tags"]:
+            words = ", ".join(f"{w} {v:+.2f}" for w, v in tag["top_words"][:3]) or "no word for it"
+            lines.append(f"  - `{tag['slug']}` {tag['score']:.2f}: {highlighted(ex['text'], tag)} ({words})")
+    return lines
+
+
+def render(
+    *,
+    meta: dict,
+    metrics: dict,
+    dropped: dict[str, int],
+    history: list[dict],
+    options: dict,
+    examples: list[dict] | None = None,
+) -> str:
+    """The bundle's model card (Markdown); ``examples`` are :func:`pipeline.evaluation.explain.explain` outputs."""
     m, b, enc = metrics["model"], metrics.get("baseline"), metrics.get("encoder")
     hybrid = metrics.get("hybrid")
     lines = [
@@ -81,6 +105,8 @@ def render(*, meta: dict, metrics: dict, dropped: dict[str, int], history: list[
     lines += [f"| {h['epoch']} | {h['step']} | {h['train_loss']:.4f} | {h['val_micro_f1']:.4f} |" for h in history]
     lines += ["", f"## Tags left out ({len(dropped)}: fewer than {options.get('min_tag_count')} training examples)", ""]
     lines.append(", ".join(f"`{s}` ({n})" for s, n in dropped.items()) if dropped else "None.")
+    if examples:
+        lines += _explained(examples)
     lines += [
         "",
         "## Known limitations",

@@ -283,7 +283,7 @@ class Deployment:
         self.state_file.write_text(json.dumps(state, indent=2))
         api = AirflowAPI(self.api_url)
         api.wait_ready(wait_s, self)
-        for dag_id in ("tagger_retrain", "tagger_batch_tag"):
+        for dag_id in ("tagger_retrain", "tagger_batch_tag", "tagger_review_watch"):
             api.wait_dag(dag_id, wait_s, self)
         return {"started": started, "url": self.api_url}
 

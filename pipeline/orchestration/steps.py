@@ -20,6 +20,7 @@ from pipeline.core import tracking
 from pipeline.errors import GateRejected, ServingError, ValidationFailed
 from pipeline.evaluation.evaluate import evaluate_run
 from pipeline.registry.gate import gate
+from pipeline.review.trigger import take_decisions
 from pipeline.settings import Settings
 from pipeline.tagging.batch import tag_batch
 from pipeline.training.options import TrainOptions
@@ -223,3 +224,10 @@ def step_tag_batch(
         settings, catalog=catalog, batch_size=batch_size, review_below=review_below, max_products=max_products
     )
     return res.to_dict()
+
+
+def step_review_watch(settings: Settings) -> dict | None:
+    """The retraining request once a catalog has ``review_retrain_after`` new reviewer decisions, else None."""
+    from pipeline.catalog.taglib import ensure_schema
+
+    return take_decisions(ensure_schema(settings), settings.review_retrain_after)

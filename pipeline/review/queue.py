@@ -14,7 +14,8 @@ as ``rejected`` (a negative for the next training), a merged or rejected candida
 =========  =====================================================================================================
 action     effect
 =========  =====================================================================================================
-accept     model tag / suspect label: the tag is confirmed; a ``reviewer`` product tag is written
+accept     model tag / suspect label: the tag is confirmed (a model tag's pending ancestors too); a
+           ``reviewer`` product tag is written
 reject     model tag: ``rejected``; suspect label: the human tag is rejected; candidate: ``retired``
 correct    model tag / suspect label: rejected, and the product gets ``--tag`` from the reviewer instead
 merge      candidate: becomes a synonym of ``--tag`` (its names, every locale); its products move to that tag
@@ -42,16 +43,27 @@ ACTIONS = {
 
 
 def sync(conn: sa.Connection) -> dict[str, int]:
-    """Enqueue pending model tags and candidate tags not yet in the queue; returns how many of each were added."""
+    """Enqueue pending model tags and candidate tags not yet in the queue; returns how many of each were added.
+
+    Of a product's pending tags in one hierarchy only the deepest is enqueued: its ancestors come with it (batch
+    tagging stores them with the leaf's score) and follow the decision on it."""
     pending = conn.execute(
         sa.text(
             """
+            with recursive up (product_pk, ancestor) as (
+                select pt.product_pk, t.parent_id from product_tags pt join tags t on t.id = pt.tag_id
+                where pt.source = 'model' and pt.review_state = 'pending' and t.parent_id is not null
+                union
+                select up.product_pk, t.parent_id from up join tags t on t.id = up.ancestor
+                where t.parent_id is not null
+            )
             insert into review_items (kind, product_pk, tag_id, reason, score, model_name, model_version)
             select 'model_tag', pt.product_pk, pt.tag_id,
                    'model score ' || round(pt.score::numeric, 3) || ' is below the review line',
                    pt.score, pt.model_name, pt.model_version
             from product_tags pt
             where pt.source = 'model' and pt.review_state = 'pending'
+              and not exists (select 1 from up where up.product_pk = pt.product_pk and up.ancestor = pt.tag_id)
             on conflict (kind, coalesce(product_pk, 0), tag_id) where state = 'open' do nothing
             """
         )
@@ -165,6 +177,23 @@ def _set_state(conn: sa.Connection, product_pk: int, tag_id: int, source: str, s
     )
 
 
+def _accept_ancestors(conn: sa.Connection, product_pk: int, tag_id: int) -> int:
+    return conn.execute(
+        sa.text(
+            """
+            with recursive up (id) as (
+                select parent_id from tags where id = :t and parent_id is not null
+                union
+                select t.parent_id from up join tags t on t.id = up.id where t.parent_id is not null
+            )
+            update product_tags set review_state = 'accepted', updated_at = now()
+            where product_pk = :p and source = 'model' and review_state = 'pending' and tag_id in (select id from up)
+            """
+        ),
+        {"p": product_pk, "t": tag_id},
+    ).rowcount
+
+
 def _set_tag_status(conn: sa.Connection, tag_id: int, status: str) -> None:
     conn.execute(sa.text("update tags set status = :st, updated_at = now() where id = :t"), {"st": status, "t": tag_id})
 
@@ -195,6 +224,8 @@ def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str 
     if action == "accept":
         _set_state(conn, pk, tag_id, human_or_model, "accepted")
         _reviewer_tag(conn, pk, tag_id)
+        if kind == "model_tag":  # an accepted leaf confirms the pending ancestors stored with it
+            details["ancestors_accepted"] = _accept_ancestors(conn, pk, tag_id)
     elif action == "reject" and kind != "candidate":
         _set_state(conn, pk, tag_id, human_or_model, "rejected")
     elif action == "correct":
@@ -254,3 +285,49 @@ def decide(conn: sa.Connection, item_id: int, action: str, actor: str, tag: str 
     )
     log.info("review item %d (%s): %s by %s %s", item_id, kind, action, actor, details or "")
     return get_item(conn, item_id)
+
+
+def product_tags(conn: sa.Connection, product_pks: list[int]) -> dict[int, list[dict]]:
+    """Product pk -> its tags (every source), model tags by score first, with their names per locale."""
+    rows = conn.execute(
+        sa.text(
+            """
+            select pt.product_pk, t.slug, f.slug as facet, pt.source, pt.score, pt.review_state,
+                   coalesce((select jsonb_object_agg(n.locale, n.name) from tag_names n where n.tag_id = t.id),
+                            '{}'::jsonb) as names
+            from product_tags pt join tags t on t.id = pt.tag_id join facets f on f.id = t.facet_id
+            where pt.product_pk = any(:pks)
+            order by pt.product_pk, pt.source <> 'model', pt.score desc nulls last, t.slug
+            """
+        ),
+        {"pks": list(product_pks)},
+    ).mappings()
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["product_pk"], []).append(dict(r))
+    return out
+
+
+def facet_tags(conn: sa.Connection, facets: list[str]) -> dict[str, list[str]]:
+    """Facet slug -> the slugs of its active library tags (what a correction or a merge may name)."""
+    rows = conn.execute(
+        sa.text(
+            "select f.slug as facet, t.slug from tags t join facets f on f.id = t.facet_id "
+            "where t.status = 'active' and f.slug = any(:f) order by t.slug"
+        ),
+        {"f": list(facets)},
+    ).all()
+    out: dict[str, list[str]] = {f: [] for f in facets}
+    for facet, slug in rows:
+        out[facet].append(slug)
+    return out
+
+
+def filters(conn: sa.Connection) -> dict[str, list[str]]:
+    """The facets and catalogs that open items belong to (the review page's filter choices)."""
+    q = """
+        select distinct f.slug as facet, p.catalog from review_items i join tags t on t.id = i.tag_id
+        join facets f on f.id = t.facet_id left join products p on p.id = i.product_pk where i.state = 'open'
+    """
+    rows = conn.execute(sa.text(q)).all()
+    return {"facets": sorted({r.facet for r in rows}), "catalogs": sorted({r.catalog for r in rows if r.catalog})}

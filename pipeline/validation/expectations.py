@@ -28,6 +28,7 @@ from great_expectations.core.run_identifier import RunIdentifier
 
 from pipeline.catalog.readers import CONTRACT_COLUMNS, facet_of
 from pipeline.catalog.splits import normalise_title, split_of_normalised
+from pipeline.validation.offline_docs import make_offline
 
 log = logging.getLogger(__name__)
 
@@ -303,5 +304,6 @@ def run_suites(
     stage("data docs")
     # one Data Docs build for all results (an UpdateDataDocsAction per checkpoint renders the site each time)
     ctx.build_data_docs(site_names=["catalog_validation"])
+    make_offline(site_dir)  # styles and scripts from the package, not from CDNs
     index = site_dir / "index.html"
     return SuiteRun(outcomes=outcomes, report_path=index if index.is_file() else None)

@@ -12,8 +12,11 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @contextlib.contextmanager
-def headless_chromium(width: int = 1600, height: int = 1000) -> Iterator:
-    """A Selenium driver on Debian's headless chromium; fails with the fix when the packages are missing."""
+def headless_chromium(width: int = 1600, height: int = 1000, *, offline: bool = False) -> Iterator:
+    """A Selenium driver on Debian's headless chromium; fails with the fix when the packages are missing.
+
+    ``offline``: every host name but loopback fails to resolve, as on a machine without internet (a page that
+    needs a CDN shows it)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -25,6 +28,8 @@ def headless_chromium(width: int = 1600, height: int = 1000) -> Iterator:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
         options.add_argument(arg)
+    if offline:
+        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
