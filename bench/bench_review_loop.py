@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import drop_database, read_rows, save, scratch_settings, title_disagreement, write_csv
+import pandas as pd
+from common import drop_database, read_rows, save, scratch_settings, timed_suspects, title_disagreement, write_csv
 
 
 def main() -> None:
@@ -38,10 +39,8 @@ def main() -> None:
 
     from pipeline.catalog.spec import load_spec
     from pipeline.catalog.splits import split_of
-    from pipeline.catalog.text import build_text, template_for
     from pipeline.evaluation.evaluate import evaluate_run
     from pipeline.metrics import micro_f1
-    from pipeline.review.suspects import find_suspects
     from pipeline.training.bundle import HELDOUT_ARRAYS
     from pipeline.training.dataset import load_source, prepare
     from pipeline.training.options import TrainOptions
@@ -60,12 +59,7 @@ def main() -> None:
     frame = frame.reset_index(drop=True)
     frame["split"] = [split_of(t) for t in frame["title"]]
     train_rows = frame[frame["split"] == "train"].reset_index()  # "index": the row in frame
-    template = template_for(spec)
-    texts = [build_text(r, template) for r in train_rows.to_dict(orient="records")]
-    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
-    t0 = time.perf_counter()
-    suspects = find_suspects(texts, list(train_rows["tags"]), exclusive)
-    suspect_s = time.perf_counter() - t0
+    _, exclusive, suspects, suspect_s = timed_suspects(train_rows, spec)
     print(f"{len(suspects)} suspect labels among {len(train_rows)} training rows ({suspect_s:.0f} s)")
 
     # the simulated reviewer: the majority value of the suspect's title, where its title says so
@@ -73,14 +67,16 @@ def main() -> None:
     norm = frame["title"].str.lower().str.split().str.join(" ")
     corrected_rows = [list(r) for r in rows]
     corrections, looked = {f: 0 for f in exclusive}, 0
+    values = {f: title_disagreement(frame, f)[0] for f in exclusive}  # each row's value per facet, once
+    rows_of_title = frame.groupby(norm).indices  # normalised title -> row positions
     for s in suspects[: args.top]:
         looked += 1
         row = train_rows.iloc[s.row]
-        value, _, _ = title_disagreement(frame, s.facet)
-        same = frame.index[(norm == norm[row["index"]]) & value.notna()]
+        value = values[s.facet]
+        same = [i for i in rows_of_title[norm[row["index"]]] if pd.notna(value[i])]
         if len(same) < 2:
             continue
-        majority = value[same].value_counts()
+        majority = value[same].value_counts()  # frame has a RangeIndex: positions are labels
         if majority.iloc[0] <= len(same) / 2 or majority.index[0] == value[row["index"]]:
             continue
         donor = next(i for i in same if value[i] == majority.index[0])

@@ -7,7 +7,10 @@ probabilities, stratified 5-fold, then cleanlab's ``find_label_issues``) flags r
 share of flagged rows in the known-noise set, against a random pick's precision: the known-noise share of all the
 facet's rows. Also the precision of the 200 least likely flags. Goal (issue 19): at least 3x random.
 
-    .venv/bin/python bench/bench_suspects.py [--spec myntra] [--rows N]
+``--compare`` also runs the first implementation in the same run (``previous_suspects``: vectorisers refitted in
+every fold of every facet, one fold at a time) and reports both times and how many flags they share.
+
+    .venv/bin/python bench/bench_suspects.py [--spec myntra] [--rows N] [--compare]
 """
 
 from __future__ import annotations
@@ -17,7 +20,39 @@ import sys
 import tempfile
 import time
 
-from common import save, title_disagreement
+import numpy as np
+from common import save, timed_suspects, title_disagreement
+
+
+def previous_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str], folds: int = 5, seed: int = 13):
+    """The first ``find_suspects`` (kept here as the baseline): a full TF-IDF + logistic regression pipeline
+    refitted in every fold of every facet, folds one after another. Returns {(row, facet)} flagged."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    flagged = set()
+    for facet in exclusive:
+        pairs = [(i, m[0]) for i, t in enumerate(tags) if len(m := [x for x in t if x.split(":")[0] == facet]) == 1]
+        classes, counts = np.unique([lab for _, lab in pairs], return_counts=True)
+        keep = set(classes[counts >= folds])
+        pairs = [(i, lab) for i, lab in pairs if lab in keep]
+        if len(keep) < 2:
+            continue
+        names = sorted(keep)
+        y = np.array([names.index(lab) for _, lab in pairs])
+        features = FeatureUnion([
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)),
+        ])  # fmt: skip
+        model = make_pipeline(features, LogisticRegression(max_iter=2000, C=10.0))
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        probs = cross_val_predict(model, [texts[i] for i, _ in pairs], y, cv=cv, method="predict_proba")
+        ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+        flagged |= {(pairs[k][0], facet) for k in ranked}
+    return flagged
 
 
 def main() -> None:
@@ -26,11 +61,10 @@ def main() -> None:
     ap.add_argument("--source", default=None)
     ap.add_argument("--rows", type=int, default=None, help="a seeded sample of this many rows (default: all)")
     ap.add_argument("--top", type=int, default=200)
+    ap.add_argument("--compare", action="store_true", help="also time the first implementation in this run")
     args = ap.parse_args()
 
     from pipeline.catalog.spec import default_source, load_spec
-    from pipeline.catalog.text import build_text, template_for
-    from pipeline.review.suspects import find_suspects
     from pipeline.settings import Settings
     from pipeline.training.dataset import load_source
 
@@ -40,14 +74,19 @@ def main() -> None:
     if args.rows:
         frame = frame.sample(n=min(args.rows, len(frame)), random_state=0)
     frame = frame.reset_index(drop=True)
-    template = template_for(spec)
-    texts = [build_text(r, template) for r in frame.to_dict(orient="records")]
-    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
-    t0 = time.perf_counter()
-    suspects = find_suspects(texts, list(frame["tags"]), exclusive)
-    seconds = time.perf_counter() - t0
+    texts, exclusive, suspects, seconds = timed_suspects(frame, spec)
+    if args.compare:
+        t0 = time.perf_counter()
+        before = previous_suspects(texts, list(frame["tags"]), exclusive)
+        previous_s = time.perf_counter() - t0
+        now = {(s.row, s.facet) for s in suspects}
+        shared = len(now & before) / max(len(now | before), 1)
+        print(f"previous implementation: {previous_s:.0f} s, {len(before)} flags; now {seconds:.0f} s, {len(now)} "
+              f"flags; {previous_s / seconds:.1f}x faster; flags shared (Jaccard) {shared:.2f}")  # fmt: skip
     out = {"command": ".venv/bin/python " + " ".join(sys.argv), "spec": args.spec, "rows": len(frame),
            "seconds": round(seconds, 1), "facets": {}}  # fmt: skip
+    if args.compare:
+        out |= {"previous_seconds": round(previous_s, 1), "flags_jaccard_with_previous": round(shared, 3)}
     print(f"{args.spec}: {len(frame)} rows, suspects found in {seconds:.0f} s")
     print("| facet | rows labelled | known noise | flagged | flag precision | random | ratio | top-200 precision |")
     print("|---|---|---|---|---|---|---|---|")

@@ -92,3 +92,18 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     with path.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     return path
+
+
+def timed_suspects(frame, spec):
+    """(model texts of ``frame`` through ``spec``, its exclusive facets, suspects, seconds finding them took)."""
+    import time
+
+    from pipeline.catalog.text import build_text, template_for
+    from pipeline.review.suspects import find_suspects
+
+    template = template_for(spec)
+    texts = [build_text(r, template) for r in frame.to_dict(orient="records")]
+    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
+    t0 = time.perf_counter()
+    suspects = find_suspects(texts, list(frame["tags"]), exclusive, n_jobs=-1)
+    return texts, exclusive, suspects, time.perf_counter() - t0

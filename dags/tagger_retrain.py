@@ -1,5 +1,7 @@
 """tagger_retrain: check serving -> validate -> train -> evaluate -> register -> gate -> (review) -> deploy -> smoke.
 
+Beside training, ``find_suspects`` puts the suspect human labels of the rows it trains on in the review queue.
+
 ``check_serving`` first: a deploy target held by a process this home did not start fails the run in seconds.
 
 Runs weekly, whenever a new catalog snapshot lands (the ``catalog`` Asset) and whenever reviewers have decided
@@ -97,6 +99,12 @@ def tagger_retrain():
         return step_train(_settings(), snapshot["snapshot_id"], snapshot["spec"], options, trigger)
 
     @task(**INFRA_RETRIES)
+    def find_suspects(snapshot: dict) -> dict:
+        from pipeline.orchestration.steps import step_suspects
+
+        return step_suspects(_settings(), snapshot["snapshot_id"], snapshot["spec"], snapshot["request"]["train"])
+
+    @task(**INFRA_RETRIES)
     def evaluate(trained: dict) -> dict:
         from pipeline.orchestration.steps import step_evaluate
 
@@ -130,6 +138,7 @@ def tagger_retrain():
     snapshot = validate()
     checked >> snapshot
     verdict = gate(register(evaluate(train(snapshot))))
+    find_suspects(snapshot)  # beside training: suspect human labels of the same rows into the review queue
     review = ReviewSensor(
         task_id="wait_for_review",
         verdict=verdict,

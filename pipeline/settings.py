@@ -124,6 +124,12 @@ class Settings(DagSettings):
         default=None, description="Promotion gate policy YAML. Unset: the policy shipped with the package."
     )
     review_mode: str = Field(default="auto", description="'auto' or 'manual' (wait for a reviewer).")
+    review_suspects_top: int = Field(
+        default=50,
+        ge=0,
+        description="Suspect human labels tagger_retrain enqueues for review from the rows it trains on, least "
+        "likely first (0: none).",
+    )
     review_retrain_after: int = Field(
         default=50,
         ge=1,

@@ -210,10 +210,9 @@ def test_reviewer_decisions_feed_the_next_snapshot_and_the_run_that_trains_on_it
     assert "- Reviewer labels: 2 (tags a reviewer accepted or corrected" in card
 
 
-def test_planted_wrong_labels_are_found_by_cleanlab_and_enqueued_as_suspects(tmp_path, fresh_database):
-    """Flip the gender label of 12 products whose title says "Men" to female: most of them are among the
-    suspects (precision far above the 3% a random pick would have), and they enter the queue once."""
-    settings = Settings(home=tmp_path / "home", database_url=fresh_database("suspects"))
+def _planted_shop(tmp_path, database_url: str):
+    """400 Myntra products imported; the gender label of 12 whose title says "Men" flipped to female."""
+    settings = Settings(home=tmp_path / "home", database_url=database_url)
     import_catalog(settings, myntra_slice(tmp_path / "m.csv", 400), "myntra")
     engine = taglib.ensure_schema(settings)
     with engine.begin() as conn:
@@ -227,6 +226,13 @@ def test_planted_wrong_labels_are_found_by_cleanlab_and_enqueued_as_suspects(tmp
             conn.execute(sa.text("update product_tags set tag_id = :f where product_pk = :p and source = 'human' "
                                  "and tag_id = (select id from tags where slug = 'gender:male')"),
                          {"f": female, "p": pk})  # fmt: skip
+    return settings, engine, planted
+
+
+def test_planted_wrong_labels_are_found_by_cleanlab_and_enqueued_as_suspects(tmp_path, fresh_database):
+    """Flip the gender label of 12 products whose title says "Men" to female: most of them are among the
+    suspects (precision far above the 3% a random pick would have), and they enter the queue once."""
+    settings, engine, planted = _planted_shop(tmp_path, fresh_database("suspects"))
     env = {**os.environ, "TAGGER_DATABASE_URL": settings.database_url, "TAGGER_HOME": str(settings.home)}
     cmd = [*TAGGER, "review", "suspects", "--spec", "myntra", "--top", "200"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -246,3 +252,26 @@ def test_planted_wrong_labels_are_found_by_cleanlab_and_enqueued_as_suspects(tmp
         conn.execute(sa.text("update tags set status = 'active' where slug like 'gender:%'"))  # curated
         queue.decide(conn, female_item["id"], "correct", "ana", tag="gender:male")
         assert {("gender:female", "human", "rejected"), ("gender:male", "reviewer", "accepted")} <= _tags(conn, pk)
+
+
+def test_the_retrain_step_enqueues_the_suspects_of_the_rows_it_trains_on(tmp_path, fresh_database):
+    """tagger_retrain's find_suspects task: a db:products snapshot's rows (as training samples them) go through
+    cleanlab and the least likely labels of the snapshot's catalog enter the queue; a file snapshot of the same
+    catalog finds the same products by the spec's name and adds nothing twice."""
+    from pipeline.orchestration.steps import step_suspects
+    from pipeline.validation.validate import validate_catalog
+
+    settings, engine, planted = _planted_shop(tmp_path, fresh_database("step_suspects"))
+    settings = settings.model_copy(update={"review_suspects_top": 100})
+    snap = validate_catalog("db:products/myntra", "myntra", settings, progress=False)
+    out = step_suspects(settings, snap.snapshot_id, "myntra", {"min_tag_count": 3})
+    with engine.connect() as conn:
+        items = queue.list_items(conn, kind="suspect_label", limit=500)
+    hits = sum((pid, "gender:female") in {(i["product_id"], i["tag"]) for i in items} for _, pid in planted)
+    assert out["catalog"] == "myntra" and out["rows"] == 400 and out["enqueued"] == len(items) <= 100
+    assert hits >= 10, (hits, out)
+    csv_snap = validate_catalog(tmp_path / "m.csv", "myntra", settings, progress=False)
+    again = step_suspects(settings, csv_snap.snapshot_id, "myntra", {"min_tag_count": 3, "max_rows": 300})
+    assert again["catalog"] == "myntra" and again["rows"] == 300 and again["suspects"] > 0
+    none = step_suspects(settings.model_copy(update={"review_suspects_top": 0}), snap.snapshot_id, "myntra", {})
+    assert none == {"rows": 0, "suspects": 0, "enqueued": 0}

@@ -14,12 +14,15 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from pipeline import registry
 from pipeline.catalog.spec import resolve_catalog
 from pipeline.core import tracking
 from pipeline.errors import GateRejected, ServingError, ValidationFailed
 from pipeline.evaluation.evaluate import evaluate_run
 from pipeline.registry.gate import gate
+from pipeline.review.suspects import enqueue_prepared
 from pipeline.review.trigger import take_decisions
 from pipeline.settings import Settings
 from pipeline.tagging.batch import tag_batch
@@ -224,6 +227,29 @@ def step_tag_batch(
         settings, catalog=catalog, batch_size=batch_size, review_below=review_below, max_products=max_products
     )
     return res.to_dict()
+
+
+def step_suspects(settings: Settings, snapshot_id: str, spec: str, options: dict) -> dict:
+    """Beside training: the rows this run trains on (same sample, same model text), their suspect human labels
+    found and the ``review_suspects_top`` least likely enqueued for review. The products are looked up in the
+    snapshot's catalog (``db:products/<catalog>``, else the spec's name, as ``tagger import`` names it); rows
+    that are not in the products table are not enqueued."""
+    from pipeline.catalog.spec import load_spec
+    from pipeline.catalog.taglib import ensure_schema
+    from pipeline.training.dataset import load_source, prepare_data
+
+    if settings.review_suspects_top == 0:
+        return {"rows": 0, "suspects": 0, "enqueued": 0}
+    spec_obj = load_spec(spec)
+    engine = ensure_schema(settings)
+    frame, _ = load_source(snapshot_id, spec_obj, settings)
+    with engine.connect() as conn:
+        source = conn.scalar(sa.text("select source_uri from snapshots where id = :id"), {"id": snapshot_id}) or ""
+    catalog = source.split("/", 1)[1] if source.startswith("db:products/") else spec_obj.name
+    prep = prepare_data(frame, spec_obj, TrainOptions(**options))
+    rows, found, added = enqueue_prepared(engine, prep, spec_obj, catalog, settings.review_suspects_top)
+    log.info("suspect labels: %d among %d rows; %d new in the review queue (catalog %s)", found, rows, added, catalog)
+    return {"catalog": catalog, "rows": rows, "suspects": found, "enqueued": added}
 
 
 def step_review_watch(settings: Settings) -> dict | None:

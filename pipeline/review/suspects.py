@@ -1,10 +1,10 @@
 """Suspect human labels: rows whose label the rest of the catalog contradicts, found with cleanlab.
 
 For each exclusive facet, out-of-fold probabilities come from a TF-IDF logistic regression (word 1-2 grams and
-character 2-4 grams of the model text) fitted by stratified k-fold, so no row is scored by a model that saw its
-label. ``cleanlab.filter.find_label_issues`` (confident learning: a kept library made for this) then ranks the rows
-whose given label is least likely; ``enqueue`` puts the top ones in the review queue as ``suspect_label`` items
-with the label the rest of the catalog suggests.
+character 2-4 grams of the model text, vectorised once for all facets) fitted by stratified k-fold, so no row is
+scored by a model that saw its label. ``cleanlab.filter.find_label_issues`` (confident learning: a kept library
+made for this) then ranks the rows whose given label is least likely; ``enqueue`` puts the top ones in the review
+queue as ``suspect_label`` items with the label the rest of the catalog suggests.
 """
 
 from __future__ import annotations
@@ -27,17 +27,29 @@ class Suspect:
     given_probability: float  # out-of-fold probability of the given label (low: suspect)
 
 
-def find_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str], folds: int = 5,
-                  seed: int = 13) -> list[Suspect]:  # fmt: skip
-    """Suspect labels of the exclusive ``facets``, least likely first across facets. Classes with fewer than
-    ``folds`` rows are left out of a facet (k-fold needs every class in each training part)."""
-    from cleanlab.filter import find_label_issues
+def text_features(texts: list[str]):
+    """The TF-IDF matrix suspects are scored on: word 1-2 grams and character 2-4 grams of the model text, fitted
+    once on every row (the vocabulary and idf read no label, so the folds may share them)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    return FeatureUnion([
+        ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2)),
+    ]).fit_transform(texts)  # fmt: skip
+
+
+def find_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str], folds: int = 5,
+                  seed: int = 13, n_jobs: int = 1) -> list[Suspect]:  # fmt: skip
+    """Suspect labels of the exclusive ``facets``, least likely first across facets. Classes with fewer than
+    ``folds`` rows are left out of a facet (k-fold needs every class in each training part). ``n_jobs``: folds
+    fitted in parallel (-1: one per core; keep 1 inside DAG tasks, where forking a threaded process can hang)."""
+    from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import FeatureUnion, make_pipeline
 
     out: list[Suspect] = []
+    features = None
     for facet in exclusive:
         rows, labels = [], []
         for i, row_tags in enumerate(tags):
@@ -51,16 +63,15 @@ def find_suspects(texts: list[str], tags: list[list[str]], exclusive: list[str],
         labels = [lab for lab in labels if lab in keep]
         if len(keep) < 2:
             continue
+        if features is None:
+            features = text_features(texts)
         names = sorted(keep)
         y = np.array([names.index(lab) for lab in labels])
-        features = FeatureUnion([
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)),
-        ])  # fmt: skip
-        model = make_pipeline(features, LogisticRegression(max_iter=2000, C=10.0))
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        probs = cross_val_predict(model, [texts[r] for r in rows], y, cv=cv, method="predict_proba")
-        ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+        probs = cross_val_predict(LogisticRegression(max_iter=2000, C=10.0), features[rows], y, cv=cv,
+                                  method="predict_proba", n_jobs=n_jobs)  # fmt: skip
+        # n_jobs=1: cleanlab's own multiprocessing.Pool forks, which deadlocks in a threaded (task) process
+        ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
         for k in ranked:
             out.append(Suspect(rows[k], facet, names[y[k]], names[int(probs[k].argmax())], float(probs[k, y[k]])))
         log.info("suspect labels: %s: %d of %d rows", facet, len(ranked), len(rows))
@@ -78,10 +89,23 @@ def enqueue_catalog(engine: sa.Engine, spec, catalog: str | None = None, top: in
     rows = read_products_table(engine, spec, f"db:products/{name}").frame.to_dict(orient="records")
     template = template_for(spec)
     exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
-    found = find_suspects([build_text(r, template) for r in rows], [r["tags"] for r in rows], exclusive)
+    texts = [build_text(r, template) for r in rows]
+    found = find_suspects(texts, [r["tags"] for r in rows], exclusive, n_jobs=-1)  # a CLI process: every core
     with engine.begin() as conn:
         added = enqueue(conn, name, [r["product_id"] for r in rows], found[:top])
     return len(rows), len(found), added
+
+
+def enqueue_prepared(engine: sa.Engine, prep, spec, catalog: str, top: int) -> tuple[int, int, int]:
+    """The rows a training run reads (``pipeline.training.dataset.Prepared``: its model texts and tags, every
+    split), suspects found, the ``top`` least likely enqueued for the products of ``catalog`` that are in the
+    products table. Returns (rows, suspects found, new queue items)."""
+    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
+    frame = prep.frame
+    found = find_suspects(frame["text"].tolist(), frame["tags"].tolist(), exclusive)
+    with engine.begin() as conn:
+        added = enqueue(conn, catalog, [str(p) for p in frame["product_id"]], found[:top])
+    return len(frame), len(found), added
 
 
 def enqueue(conn: sa.Connection, catalog: str, product_ids: list[str], suspects: list[Suspect]) -> int:
