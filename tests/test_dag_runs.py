@@ -130,10 +130,19 @@ def test_batch_tag_dag_tags_every_product_once(dag_env, catalog):
             sa.text("select distinct model_name, model_version from product_tags where source='model'")
         ).all()
         n_products = conn.scalar(sa.text("select count(*) from products"))
-        pending = conn.scalar(sa.text("select count(*) from product_tags where review_state = 'pending'"))
-        queued = conn.scalar(sa.text("select count(*) from review_items where kind = 'model_tag' and state = 'open'"))
+        pending = conn.execute(sa.text("select product_pk, tag_id from product_tags where review_state = 'pending'"))
+        pending = set(map(tuple, pending.all()))
+        queued = conn.execute(sa.text("select product_pk, tag_id from review_items where kind = 'model_tag' and "
+                                      "state = 'open'")).all()  # fmt: skip
+        parent = dict(conn.execute(sa.text("select id, parent_id from tags")).all())
     assert tagged == n_products == 240
-    assert queued == pending > 0  # every model tag below the review line waits in the review queue
+
+    def with_ancestors(pk: int, tag: int | None) -> set:
+        return {(pk, tag)} | with_ancestors(pk, parent[tag]) if tag is not None else set()
+
+    # every model tag below the review line waits in the review queue: itself, or its deepest pending descendant
+    assert queued and set(map(tuple, queued)) <= pending
+    assert pending == set().union(*(with_ancestors(pk, t) for pk, t in queued)) & pending
     assert versions == [("dag-tagger", registry.get_alias(settings, registry.CHAMPION))]
     again = _run(dag_env, "tagger_batch_tag", {"batch_size": 64})  # watermark: nothing new to tag
     assert again["state"] == "success"
