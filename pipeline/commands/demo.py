@@ -146,6 +146,7 @@ def _show_predictions(console, settings, examples: list[dict]) -> None:
 
 
 def _show_explanation(console, settings, title: str, version: int) -> None:
+    from pipeline.evaluation.explain import word_shares
     from pipeline.review.explanations import Explainer
 
     out = Explainer(settings).text(title, version=version)
@@ -153,7 +154,7 @@ def _show_explanation(console, settings, title: str, version: int) -> None:
     for col in ("tag", "score", "words (share of the decision)"):
         table.add_column(col)
     for t in out["tags"]:
-        table.add_row(t["slug"], f"{t['score']:.2f}", ", ".join(f"{w} {v:+.2f}" for w, v in t["top_words"][:3]))
+        table.add_row(t["slug"], f"{t['score']:.2f}", word_shares(t))
     console.print(table)
 
 

@@ -193,6 +193,7 @@ def explain_cmd(
 ) -> None:
     """Which words drove each predicted tag: the encoder's integrated gradients (Captum) fused with the TF-IDF
     half's n-gram weights, as the bundle fuses the two."""
+    from pipeline.evaluation.explain import word_shares
     from pipeline.review.explanations import Explainer
 
     out = Explainer(get_settings(), steps=steps).text(text, bundle=bundle, version=version, slugs=tag)
@@ -203,7 +204,7 @@ def explain_cmd(
     for col in ("tag", "score", "words (share of the decision)", "TF-IDF n-grams"):
         table.add_column(col)
     for t in out["tags"]:
-        words = ", ".join(f"{w} {v:+.2f}" for w, v in t["top_words"][:top]) or "-"
+        words = word_shares(t, top) or "-"
         grams = ", ".join(f"{g.strip()!r} {v:+.2f}" for g, v in t["ngrams"][:3]) or "-"
         table.add_row(t["slug"] + ("" if t["slug"] in out["predicted"] else " (not predicted)"),
                       f"{t['score']:.3f}", words, grams)  # fmt: skip

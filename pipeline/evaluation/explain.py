@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.training.bundle import Bundle
+from pipeline.training.labels import postprocess_scores
 
 # A word: one CJK character (Chinese has no spaces; its tokenizers cut per character or short runs), or a run of
 # other letters and digits.
@@ -129,16 +130,9 @@ def tfidf_contributions(bundle: Bundle, text: str, target: int) -> list[tuple[st
     if not len(cols):
         return []
     contrib = vals * scorer.coef[cols, target]
-    names = {}
-    for block, off in zip(scorer.blocks, scorer.offsets, strict=False):
-        inverse = {j: t for t, j in block["vocab"].items()}
-        for c in cols:
-            if off <= c < off + len(block["vocab"]) and int(c) not in names:
-                names[int(c)] = (inverse[int(c - off)], block["analyzer"])
     lower = text.lower()
     merged: dict[str, tuple[float, set]] = {}  # " grey", "grey " and " grey " are one n-gram to a reader
-    for c, v in zip(cols.tolist(), contrib.tolist(), strict=True):
-        term, analyzer = names[c]
+    for (term, analyzer), v in zip(scorer.terms(cols), contrib.tolist(), strict=True):
         spans = {m.span(1) for m in re.finditer(_term_pattern(term, analyzer), lower)} if term.strip() else set()
         total, seen = merged.get(term.strip(), (0.0, set()))
         merged[term.strip()] = (total + float(v), seen | spans)
@@ -146,16 +140,25 @@ def tfidf_contributions(bundle: Bundle, text: str, target: int) -> list[tuple[st
     return sorted(out, key=lambda t: -abs(t[1]))
 
 
-def explain(bundle: Bundle, text: str, *, slugs: list[str] | None = None, steps: int = DEFAULT_STEPS) -> dict:
-    """The bundle's predicted tags for ``text`` (or ``slugs``), each with the words that drove it.
+def explain(
+    bundle: Bundle,
+    text: str,
+    *,
+    slugs: list[str] | None = None,
+    also: list[str] | None = None,
+    steps: int = DEFAULT_STEPS,
+) -> dict:
+    """The bundle's predicted tags for ``text`` (or ``slugs``), then the tags in ``also`` that are not among
+    them, each with the words that drove it.
 
-    Returns ``{"text", "words", "tags": [TagExplanation.to_dict()], "seconds"}``.
+    Returns ``{"text", "predicted", "tags": [TagExplanation.to_dict()], "seconds"}``.
     """
     t0 = time.perf_counter()
     lm = bundle.label_map
-    scores = bundle.scores([text])[0]
-    if slugs is None:
-        slugs = [t["slug"] for t in bundle.predict([text])[0]]
+    scores = bundle.scores([text])[0]  # one scoring pass: the prediction below is read off these scores
+    predicted = [t["slug"] for t in postprocess_scores(scores[None], lm, bundle.thresholds)[0]]
+    slugs = predicted if slugs is None else list(slugs)
+    slugs += [s for s in also or () if s not in slugs]
     index = {s: i for i, s in enumerate(lm.slugs)}
     slugs = [s for s in slugs if s in index]  # ancestors added by postprocess have no output of their own
     facet_of = lm.facet_of_index()
@@ -173,10 +176,9 @@ def explain(bundle: Bundle, text: str, *, slugs: list[str] | None = None, steps:
             if w > 0:
                 contrib = tfidf_contributions(bundle, text, j)
                 ngrams = [(term, v) for term, v, _ in contrib]
-                for _, v, term_spans in contrib:
-                    for span in term_spans:
-                        tf_words += _spread([span], np.array([v / len(term_spans)]), words)
-                tf_words = _normalised(tf_words)
+                shares = [(span, v / len(spans)) for _, v, spans in contrib for span in spans]  # per occurrence
+                if shares:
+                    tf_words = _normalised(_spread([sp for sp, _ in shares], np.array([v for _, v in shares]), words))
             combined = (1.0 - w) * enc_words + w * tf_words
             order = np.argsort(-np.abs(attr[k]))
             tags.append(
@@ -195,9 +197,15 @@ def explain(bundle: Bundle, text: str, *, slugs: list[str] | None = None, steps:
             )
     return {
         "text": text,
+        "predicted": predicted,
         "tags": [t.to_dict() for t in tags],
         "seconds": round(time.perf_counter() - t0, 4),
     }
+
+
+def word_shares(tag: dict, k: int = 3) -> str:
+    """``"Men +0.61, Pink +0.26"``: the tag's ``k`` strongest words with their share (CLI, demo, model card)."""
+    return ", ".join(f"{w} {v:+.2f}" for w, v in tag["top_words"][:k])
 
 
 def highlighted(text: str, tag: dict, k: int = 3) -> str:

@@ -15,7 +15,7 @@ def _facet(block: dict | None, facet: str, key: str) -> float | None:
 
 
 def _explained(examples: list[dict]) -> list[str]:
-    from pipeline.evaluation.explain import highlighted
+    from pipeline.evaluation.explain import highlighted, word_shares
 
     lines = ["", "## Explained examples (test split)",
              "Words that drove each predicted tag (share of the decision; integrated gradients on the encoder fused "
@@ -24,7 +24,7 @@ def _explained(examples: list[dict]) -> list[str]:
     for ex in examples:
         lines.append(f"- {ex['text']}")
         for tag in ex["tags"]:
-            words = ", ".join(f"{w} {v:+.2f}" for w, v in tag["top_words"][:3]) or "no word for it"
+            words = word_shares(tag) or "no word for it"
             lines.append(f"  - `{tag['slug']}` {tag['score']:.2f}: {highlighted(ex['text'], tag)} ({words})")
     return lines
 

@@ -64,13 +64,10 @@ class Explainer:
         path = resolve_bundle(self.settings, bundle=bundle, version=None if bundle else version)
         loaded = self._load(path)
         text = build_text(product, template_of(loaded.meta))
-        predicted = [t["slug"] for t in loaded.predict([text])[0]]
-        wanted = predicted + [s for s in (slugs or []) if s not in predicted]
         from pipeline.evaluation.explain import explain
 
         with self._lock:  # one explanation at a time: Captum hooks the shared model's embedding layer
-            out = explain(loaded, text, slugs=wanted, steps=self.steps)
+            out = explain(loaded, text, also=slugs, steps=self.steps)
         out["bundle"] = str(path)
         out["model_version"] = None if bundle else version
-        out["predicted"] = predicted
         return out

@@ -88,11 +88,15 @@ def sync(conn: sa.Connection) -> dict[str, int]:
     return {"model_tag": pending, "candidate": candidates}
 
 
-_ITEM_SQL = """
+# the names of tag ``t`` as {locale: name}
+_NAMES_OF_T = (
+    "coalesce((select jsonb_object_agg(n.locale, n.name) from tag_names n where n.tag_id = t.id), '{}'::jsonb)"
+)
+
+_ITEM_SQL = f"""
     select i.id, i.kind, i.state, i.reason, i.score, i.model_name, i.model_version, i.decision, i.decided_by,
            i.decided_at, i.created_at, t.slug as tag, f.slug as facet, t.status as tag_status,
-           coalesce((select jsonb_object_agg(n.locale, n.name) from tag_names n where n.tag_id = t.id), '{}'::jsonb)
-             as tag_names,
+           {_NAMES_OF_T} as tag_names,
            p.id as product_pk, p.product_id, p.catalog, p.title, p.brand, d.slug as decided_tag
     from review_items i
     join tags t on t.id = i.tag_id
@@ -291,10 +295,9 @@ def product_tags(conn: sa.Connection, product_pks: list[int]) -> dict[int, list[
     """Product pk -> its tags (every source), model tags by score first, with their names per locale."""
     rows = conn.execute(
         sa.text(
-            """
+            f"""
             select pt.product_pk, t.slug, f.slug as facet, pt.source, pt.score, pt.review_state,
-                   coalesce((select jsonb_object_agg(n.locale, n.name) from tag_names n where n.tag_id = t.id),
-                            '{}'::jsonb) as names
+                   {_NAMES_OF_T} as names
             from product_tags pt join tags t on t.id = pt.tag_id join facets f on f.id = t.facet_id
             where pt.product_pk = any(:pks)
             order by pt.product_pk, pt.source <> 'model', pt.score desc nulls last, t.slug

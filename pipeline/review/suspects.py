@@ -88,24 +88,25 @@ def enqueue_catalog(engine: sa.Engine, spec, catalog: str | None = None, top: in
     name = catalog or spec.name
     rows = read_products_table(engine, spec, f"db:products/{name}").frame.to_dict(orient="records")
     template = template_for(spec)
-    exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
     texts = [build_text(r, template) for r in rows]
-    found = find_suspects(texts, [r["tags"] for r in rows], exclusive, n_jobs=-1)  # a CLI process: every core
-    with engine.begin() as conn:
-        added = enqueue(conn, name, [r["product_id"] for r in rows], found[:top])
-    return len(rows), len(found), added
+    return _find_and_enqueue(engine, spec, name, texts, rows, top, n_jobs=-1)  # a CLI process: every core
 
 
 def enqueue_prepared(engine: sa.Engine, prep, spec, catalog: str, top: int) -> tuple[int, int, int]:
     """The rows a training run reads (``pipeline.training.dataset.Prepared``: its model texts and tags, every
     split), suspects found, the ``top`` least likely enqueued for the products of ``catalog`` that are in the
     products table. Returns (rows, suspects found, new queue items)."""
+    rows = prep.frame[["product_id", "tags"]].to_dict(orient="records")
+    return _find_and_enqueue(engine, spec, catalog, prep.frame["text"].tolist(), rows, top, n_jobs=1)
+
+
+def _find_and_enqueue(engine, spec, catalog: str, texts: list[str], rows: list[dict], top: int, n_jobs: int):
+    """Suspects of ``rows`` (``product_id``, ``tags``) read as ``texts``; the ``top`` least likely enqueued."""
     exclusive = [f for f, rule in spec.facets.items() if rule.exclusive]
-    frame = prep.frame
-    found = find_suspects(frame["text"].tolist(), frame["tags"].tolist(), exclusive)
+    found = find_suspects(texts, [r["tags"] for r in rows], exclusive, n_jobs=n_jobs)
     with engine.begin() as conn:
-        added = enqueue(conn, catalog, [str(p) for p in frame["product_id"]], found[:top])
-    return len(frame), len(found), added
+        added = enqueue(conn, catalog, [str(r["product_id"]) for r in rows], found[:top])
+    return len(rows), len(found), added
 
 
 def enqueue(conn: sa.Connection, catalog: str, product_ids: list[str], suspects: list[Suspect]) -> int:

@@ -73,6 +73,7 @@ class TfidfScorer:
         # temperature scaling of the encoder's logits per facet, fitted on validation (1.0 where absent)
         self.encoder_temperatures: dict[str, float] = dict(config.get("encoder_temperatures", {}))
         self._word_cache: dict[str, dict[str, list[int]]] = {}  # block -> word -> char_wb vocabulary ids
+        self._terms: list[tuple[str, str]] | None = None  # column -> (n-gram, analyzer), built on first use
 
     # ---- features -----------------------------------------------------------------------------------------
     def _ids(self, text: str, block: dict) -> list[int]:
@@ -119,6 +120,15 @@ class TfidfScorer:
         rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         order = np.argsort(rows, kind="stable")
         return rows[order], cols[order], vals[order]
+
+    def terms(self, cols) -> list[tuple[str, str]]:
+        """(n-gram, analyzer) of each feature column in ``cols`` (the inverse vocabulary, built once)."""
+        if self._terms is None:
+            self._terms = [("", "")] * self.offsets[-1]
+            for block, off in zip(self.blocks, self.offsets, strict=False):
+                for term, j in block["vocab"].items():
+                    self._terms[off + j] = (term, block["analyzer"])
+        return [self._terms[int(c)] for c in cols]
 
     def decision(self, texts: list[str]) -> np.ndarray:
         """[B, N] decision values (scikit-learn's ``decision_function`` per facet; ABSENT for unmodelled tags)."""
