@@ -195,3 +195,14 @@ job_state = sa.Table(
     sa.Column("value", JSONB, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
 )
+
+tag_outbox = sa.Table(  # filled by triggers on products (migration 0004), drained by the real-time tag worker
+    "tag_outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("product_pk", sa.BigInteger, sa.ForeignKey("products.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("product_updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("op", sa.Text, nullable=False),  # insert | update
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="0"),  # 0 storefront writes, 1 bulk loads
+    sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
+)

@@ -70,7 +70,12 @@ class DeployError(TaggerError):
 
 
 class ServingError(TaggerError):
-    """A request to the tagger service failed or was refused."""
+    """A request to the tagger service failed or was refused. ``refused``: the server answered INVALID_ARGUMENT
+    (this input will never be tagged as it is; retrying it is pointless), as opposed to being unreachable or slow."""
+
+    def __init__(self, message: str, *, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class ReviewError(TaggerError):

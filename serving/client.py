@@ -85,6 +85,12 @@ def _unavailable(exc: Exception) -> bool:
     return "UNAVAILABLE" in str(status or "") or "UNAVAILABLE" in str(exc)
 
 
+def _refused(exc: Exception) -> bool:
+    """The server answered and said no to the input (INVALID_ARGUMENT): the same input will be refused again."""
+    status = getattr(exc, "status", lambda: None)()
+    return "INVALID_ARG" in str(status or "") or "INVALID_ARG" in str(exc)
+
+
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     sleep = state.next_action.sleep if state.next_action else 0.0
@@ -132,7 +138,8 @@ class TaggerClient:
     def _error(self, exc: Exception, n: int) -> ServingError:
         return ServingError(
             f"tagging {n} texts with {self.model_name} at {self.url} failed: {exc}"
-            + ("; is the Triton server running (`tagger serve`)?" if _unavailable(exc) else "")
+            + ("; is the Triton server running (`tagger serve`)?" if _unavailable(exc) else ""),
+            refused=_refused(exc),
         )
 
     def _call_kwargs(self, outputs, params: dict) -> dict:

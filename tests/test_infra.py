@@ -114,6 +114,10 @@ def test_compose_services_and_health_checks():
             if cond.get("condition") == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep} healthy, which has no check"
 
+    worker = services["tag-worker"]  # real-time tagging: Postgres (backend) + Triton's inference port only
+    assert worker["command"] == ["tag-worker"] and set(worker["networks"]) == {"backend", "storefront"}
+    assert worker["depends_on"]["triton"]["condition"] == "service_healthy"
+
     env = services["airflow-worker"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
@@ -146,7 +150,7 @@ def test_compose_triton_gpu_networks_and_model_control():
     on_control = {n for n, s in services.items() if "triton-control" in (s.get("networks") or [])}
     assert on_control == {"triton", "airflow-worker", "airflow-worker-gpu"}
     on_storefront = {n for n, s in services.items() if "storefront" in (s.get("networks") or [])}
-    assert on_storefront == {"triton", "postgres"}
+    assert on_storefront == {"triton", "postgres", "tag-worker"}  # the worker calls inference like a storefront
 
     # The workers' settings point where Triton really is, and carry the admin header's key.
     worker_env = services["airflow-worker"]["environment"]

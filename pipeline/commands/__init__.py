@@ -8,8 +8,8 @@ their top, and ``tagger --help`` (or a typo) should answer in well under a secon
 from rich.console import Console
 
 AREAS = (
-    "services", "taglib", "spec", "validate", "encoders", "train", "models", "serve", "review", "dags", "airflow",
-    "demo",
+    "services", "taglib", "spec", "validate", "encoders", "train", "models", "serve", "tagging", "review", "dags",
+    "airflow", "demo",
 )  # fmt: skip
 console = Console()
 err_console = Console(stderr=True)

@@ -1,8 +1,9 @@
 """``tagger demo``: the main job on embedded defaults, end to end, with progress shown.
 
 import tag library + catalog (TAGGER_CATALOG_SPEC, Myntra by default) -> tagger_retrain DAG (validate, train,
-evaluate, register, gate, deploy to Triton, smoke test) -> tagger_batch_tag DAG -> tags of held-out products
-straight from Triton over gRPC -> the new model against the baseline, the gate's verdict -> where to look next.
+evaluate, register, gate, deploy to Triton, smoke test) -> tagger_batch_tag DAG -> a new product written to
+Postgres, tagged by the real-time worker (``tagger tag-worker``) -> tags of held-out products straight from Triton
+over gRPC -> the new model against the baseline, the gate's verdict -> where to look next.
 A second run reuses what exists (same snapshot, same training run, same served version).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -145,6 +147,47 @@ def _show_predictions(console, settings, examples: list[dict]) -> None:
         console.print(table)
 
 
+def _show_realtime(console, settings, catalog: str, example: dict) -> None:
+    """Start the tag worker, write a new product to Postgres as a storefront would, show its tags as they land."""
+    import sqlalchemy as sa
+
+    from pipeline.core.services import get_engine
+    from pipeline.tagging import realtime
+
+    rec = realtime.start_detached(settings)
+    engine = get_engine(settings)
+    pid = f"storefront-{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.begin() as conn:
+            t0 = time.perf_counter()
+            pk = conn.scalar(
+                sa.text(
+                    "insert into products (catalog, product_id, title, content_hash) values (:c, :p, :t, '') "
+                    "returning id"
+                ),
+                {"c": catalog, "p": pid, "t": example["title"]},
+            )
+        query = sa.text(
+            "select t.slug, pt.score from product_tags pt join tags t on t.id = pt.tag_id "
+            "where pt.product_pk = :pk and pt.source = 'model' order by t.slug"
+        )
+        tags = []
+        while time.perf_counter() - t0 < 10 and not tags:
+            with engine.connect() as conn:
+                tags = conn.execute(query, {"pk": pk}).all()
+            time.sleep(0.005)
+        waited = (time.perf_counter() - t0) * 1000
+    finally:
+        realtime.stop_detached(settings)
+    if not tags:
+        raise TaggerError(f"the tag worker did not tag product {pid} within 10 s; see {rec.log}")
+    console.print(
+        f"INSERT of {pid} ({example['title']!r}) committed -> {len(tags)} model tags committed {waited:.0f} ms "
+        f"later by `tagger tag-worker` (pid {rec.pid}, stopped again): "
+        + ", ".join(f"{slug} {score:.2f}" for slug, score in tags)
+    )
+
+
 def _show_explanation(console, settings, title: str, version: int) -> None:
     from pipeline.evaluation.explain import word_shares
     from pipeline.review.explanations import Explainer
@@ -226,19 +269,24 @@ def demo(
         raise TaggerError(f"tagger_batch_tag ended {batch['state']}")
     print_summary()
 
-    _step(console, 5, "Tags of held-out products (titles the model never saw), from Triton over gRPC")
-    held_out = _held_out(source, spec, 8)
+    held_out = _held_out(source, spec, 9)
+    _step(console, 5, "Real time: a product written to Postgres is tagged within a second (tagger tag-worker)")
+    from pipeline.catalog.spec import load_spec
+
+    _show_realtime(console, settings, load_spec(spec).name, held_out.pop())
+
+    _step(console, 6, "Tags of held-out products (titles the model never saw), from Triton over gRPC")
     _show_predictions(console, settings, held_out)
 
-    _step(console, 6, "The new model, the gate's verdict, what serves")
+    _step(console, 7, "The new model, the gate's verdict, what serves")
     champion = registry.get_alias(settings, registry.CHAMPION)
     bundle = registry.bundle_for_version(settings, champion)
     _print_result(console, settings, champion, bundle)
 
-    _step(console, 7, "Why: the words that drove each tag of a held-out product (tagger explain)")
+    _step(console, 8, "Why: the words that drove each tag of a held-out product (tagger explain)")
     _show_explanation(console, settings, held_out[0]["title"], champion)
 
-    _step(console, 8, "Where to look next")
+    _step(console, 9, "Where to look next")
     from pipeline.core.services import get_engine
 
     with get_engine(settings).connect() as conn:

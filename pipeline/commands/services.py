@@ -11,9 +11,18 @@ from pipeline.commands import console
 from pipeline.settings import get_settings
 
 services_app = typer.Typer(
-    help="The services this home uses (Postgres, MLflow store, Triton): status, stop what it started.",
+    help="The services this home uses (Postgres, MLflow store, Triton, the tag worker): status, start, stop.",
     no_args_is_help=True,
 )
+
+
+def realtime_record() -> str:
+    from pipeline.tagging.realtime import RECORD
+
+    return RECORD
+
+
+STARTABLE = {"tag-worker": "the real-time tag worker (`tagger tag-worker --detach`)"}
 
 
 def report(settings) -> dict:
@@ -46,11 +55,14 @@ def report(settings) -> dict:
         if rec.name == RECORD:
             continue
         alive = records.alive(rec)
+        where = ", ".join(f"{k} {v}" for k, v in rec.addresses().items())
+        if rec.name == realtime_record():
+            where = "LISTEN tagger_outbox on the tag-library database"
         rows.append(
             {
                 "name": rec.name,
                 "kind": "local process",
-                "location": ", ".join(f"{k} {v}" for k, v in rec.addresses().items()),
+                "location": where,
                 "state": "running" if alive else "stopped (stale record)",
                 "own": alive,
                 "pid": rec.pid if alive else None,
@@ -103,6 +115,25 @@ def status_cmd(
         console.print(f"Triton is external (someone else runs it): {rep['triton']['grpc_url']}")
     else:
         console.print(f"storefront: Triton gRPC at {rep['triton']['grpc_url']}, model {rep['triton']['model']}")
+
+
+@services_app.command("start")
+def start_cmd(
+    name: str = typer.Argument(..., help=f"What to start: {', '.join(STARTABLE)}."),
+) -> None:
+    """Start a background service of this home and wait until it works (Triton: `tagger serve --detach`; Airflow:
+    `tagger airflow up`)."""
+    from pipeline.errors import ConfigError
+
+    if name not in STARTABLE:
+        raise ConfigError(
+            f"unknown service {name!r}: `tagger services start` knows {', '.join(STARTABLE)} "
+            "(Triton: `tagger serve --detach`; Airflow: `tagger airflow up`)"
+        )
+    from pipeline.tagging import realtime
+
+    rec = realtime.start_detached(get_settings())
+    console.print(f"{name} running (pid {rec.pid}, log {rec.log})")
 
 
 @services_app.command("stop")

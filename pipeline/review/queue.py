@@ -42,17 +42,21 @@ ACTIONS = {
 }
 
 
-def sync(conn: sa.Connection) -> dict[str, int]:
+def sync(conn: sa.Connection, product_pks: list[int] | None = None) -> dict[str, int]:
     """Enqueue pending model tags and candidate tags not yet in the queue; returns how many of each were added.
 
     Of a product's pending tags in one hierarchy only the deepest is enqueued: its ancestors come with it (batch
-    tagging stores them with the leaf's score) and follow the decision on it."""
+    tagging stores them with the leaf's score) and follow the decision on it. ``product_pks``: only those products'
+    pending model tags (the real-time worker's batch, in its own transaction); candidate tags are left to the
+    full sync."""
+    only = {"pks": product_pks}
     pending = conn.execute(
         sa.text(
             """
             with recursive up (product_pk, ancestor) as (
                 select pt.product_pk, t.parent_id from product_tags pt join tags t on t.id = pt.tag_id
                 where pt.source = 'model' and pt.review_state = 'pending' and t.parent_id is not null
+                  and (cast(:pks as bigint[]) is null or pt.product_pk = any(:pks))
                 union
                 select up.product_pk, t.parent_id from up join tags t on t.id = up.ancestor
                 where t.parent_id is not null
@@ -63,11 +67,15 @@ def sync(conn: sa.Connection) -> dict[str, int]:
                    pt.score, pt.model_name, pt.model_version
             from product_tags pt
             where pt.source = 'model' and pt.review_state = 'pending'
+              and (cast(:pks as bigint[]) is null or pt.product_pk = any(:pks))
               and not exists (select 1 from up where up.product_pk = pt.product_pk and up.ancestor = pt.tag_id)
             on conflict (kind, coalesce(product_pk, 0), tag_id) where state = 'open' do nothing
             """
-        )
+        ),
+        only,
     ).rowcount
+    if product_pks is not None:
+        return {"model_tag": pending, "candidate": 0}
     candidates = conn.execute(
         sa.text(
             """

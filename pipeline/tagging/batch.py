@@ -4,6 +4,9 @@ Products are read in keyset order ``(updated_at, id)`` after the watermark kept 
 one transaction that replaces the batch's model tags and advances the watermark, so a run killed midway and
 rerun ends with every product tagged exactly once by the serving model: nothing lost, nothing duplicated.
 Predictions scoring below ``review_below`` are stored with ``review_state='pending'`` for a reviewer.
+
+The same transaction deletes the real-time outbox rows (:mod:`pipeline.tagging.realtime`) its batch covers: those of
+its products written at or before the version it read, not a newer one, and not those a worker holds now.
 """
 
 from __future__ import annotations
@@ -116,6 +119,36 @@ def _store(conn, rows, tags: list[list[dict]], uris: list[str], slug_ids: dict[s
     return len(values), pending
 
 
+def tag_rows(conn, client, rows, slug_ids: dict[str, int], review_below: float) -> tuple[int, int, str | None]:
+    """Tag products ``rows`` through Triton and replace their model tags in ``conn``'s transaction (the one step
+    batch tagging and the real-time worker share); returns (tags written, pending review, answering model URI).
+
+    Raises:
+        ServingError: Triton refused or is unreachable (nothing is written; the caller's transaction rolls back).
+    """
+    result = client.infer_products([product_of(r) for r in rows])
+    written, pending = _store(conn, rows, result.tags, result.model_uris, slug_ids, review_below)
+    return written, pending, (result.model_uris[-1] if result.model_uris else None)
+
+
+def _clear_outbox(conn, rows) -> int:
+    """Delete the outbox rows these products' tags now cover (a version at or before the one read); rows a
+    real-time worker holds are skipped (it is tagging them), so the two never wait on each other."""
+    return conn.execute(
+        sa.text(
+            """
+            delete from tag_outbox o using (
+                select o2.id from tag_outbox o2
+                join unnest(cast(:pks as bigint[]), cast(:ts as timestamptz[])) as r(pk, ts) on r.pk = o2.product_pk
+                where o2.product_updated_at <= r.ts
+                for update of o2 skip locked
+            ) covered where o.id = covered.id
+            """
+        ),
+        {"pks": [r.id for r in rows], "ts": [r.updated_at for r in rows]},
+    ).rowcount
+
+
 def tag_batch(
     settings: Settings,
     *,
@@ -147,8 +180,8 @@ def tag_batch(
             rows = _next_batch(conn, catalog, mark, size)
             if not rows:
                 break
-            result = client.infer_products([product_of(r) for r in rows])
-            written, pending = _store(conn, rows, result.tags, result.model_uris, slug_ids, review_below)
+            written, pending, uri = tag_rows(conn, client, rows, slug_ids, review_below)
+            _clear_outbox(conn, rows)
             new_mark = {"updated_at": rows[-1].updated_at.isoformat(), "id": rows[-1].id}
             conn.execute(
                 sa.text(
@@ -161,7 +194,7 @@ def tag_batch(
         n_tags += written
         n_pending += pending
         batches += 1
-        last_uri = result.model_uris[-1] if result.model_uris else last_uri
+        last_uri = uri or last_uri
         mark = (rows[-1].updated_at, rows[-1].id)
         log.info("batch %d: %d products, %d tags (%d pending review)", batches, len(rows), written, pending)
     with engine.begin() as conn:  # what waits for a reviewer enters the review queue (idempotent)
