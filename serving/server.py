@@ -388,12 +388,10 @@ def claim_address(settings: Settings) -> Settings:
 
 def stop_recorded(settings: Settings) -> bool:
     """Stop the Triton this home started (its record in ``HOME/services/``); True if one was running."""
-    rec = records.read(settings, RECORD)
+    stopped, rec = records.stop_named(settings, RECORD)
     if rec is None:
         return False
-    stopped = records.stop(rec)
     remove_shm(rec.extra.get("shm_prefix") or "tagger_none_")
-    records.remove(settings, RECORD)
     return stopped
 
 

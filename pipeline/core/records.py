@@ -128,6 +128,17 @@ def stop(record: ServiceRecord, timeout: float = 20.0) -> bool:
     return terminate_group(record.pid, lambda: alive(record), timeout)
 
 
+def stop_named(settings: Settings, name: str, timeout: float = 20.0) -> tuple[bool, ServiceRecord | None]:
+    """Stop the process recorded as ``name`` and forget its record; returns (whether it was running, the record or
+    None when there was none)."""
+    rec = read(settings, name)
+    if rec is None:
+        return False, None
+    stopped = stop(rec, timeout)
+    remove(settings, name)
+    return stopped, rec
+
+
 def terminate_group(pid: int, running: Callable[[], bool], timeout: float = 20.0) -> bool:
     """SIGTERM ``pid``, wait up to ``timeout`` while ``running()``, then SIGKILL its process group (its own: it was
     started in a new session), orphans of a dead leader included. ``running`` is the caller's liveness test: a

@@ -331,9 +331,4 @@ def start_detached(settings: Settings, args: list[str] | None = None, *, wait_s:
 
 def stop_detached(settings: Settings) -> bool:
     """Stop this home's background worker (SIGTERM: it finishes its batch); True if one was running."""
-    rec = records.read(settings, RECORD)
-    if rec is None:
-        return False
-    stopped = records.stop(rec)
-    records.remove(settings, RECORD)
-    return stopped
+    return records.stop_named(settings, RECORD)[0]
