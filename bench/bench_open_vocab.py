@@ -26,17 +26,13 @@ import re
 import time
 
 import numpy as np
-from common import drop_database, read_rows, save, scratch_settings, write_csv
+from common import deepest, drop_database, read_rows, save, scratch_settings, write_csv
 
 FACET = "category"
 
 
-def _name(slug: str) -> str:
-    return slug.split(":", 1)[1].rsplit("/", 1)[-1].replace("-", " ")
-
-
-def _leaf(tags: list[str]) -> str | None:
-    return max((t for t in tags if t.startswith(FACET + ":")), key=len, default=None)
+def leaf_of(tags: list[str]) -> str | None:
+    return deepest(tags, FACET)
 
 
 def string_match(titles: list[str], names: dict[str, str]) -> list[str | None]:
@@ -74,7 +70,7 @@ def main() -> None:
     from pipeline.tagging import open_vocab as ov
     from pipeline.training import encoders
     from pipeline.training.bundle import load_bundle
-    from pipeline.training.dataset import load_source, prepare_data
+    from pipeline.training.dataset import load_source, prepare_data, slug_name
     from pipeline.training.labels import decide
     from pipeline.training.options import TrainOptions
     from pipeline.training.train import train
@@ -87,7 +83,7 @@ def main() -> None:
     whole = write_csv(home / "whole.csv", header, rows)
     frame, _ = load_source(whole, spec, settings)
     frame = frame.reset_index(drop=True)
-    leaf = frame["tags"].map(_leaf)
+    leaf = frame["tags"].map(leaf_of)
     counts = leaf.value_counts()
     eligible = sorted(counts[(counts >= 40) & (counts <= 800)].index)
     rng = np.random.default_rng(args.seed)
@@ -96,7 +92,7 @@ def main() -> None:
     at = header.index(spec.columns["product_id"])
     kept_rows = [r for r in rows if r[at] not in held_ids]
     train_file = write_csv(home / "without_held_out.csv", header, kept_rows)
-    print(f"held out {len(held)} article types, {len(held_ids)} products: {', '.join(map(_name, held))}")
+    print(f"held out {len(held)} article types, {len(held_ids)} products: {', '.join(map(slug_name, held))}")
 
     opts = TrainOptions(max_train_rows=args.max_train_rows, epochs=args.epochs, min_steps=0, max_length=48,
                         progress=False, seed=args.seed)  # fmt: skip
@@ -123,7 +119,7 @@ def main() -> None:
     val = prep.part("val")
     test = frame[frame["title"].map(split_of) == "test"].reset_index(drop=True)
     test_text = test["title"].tolist()  # Myntra's model text is its title
-    test_leaf = test["tags"].map(_leaf)
+    test_leaf = test["tags"].map(leaf_of)
     is_new = test_leaf.isin(held).to_numpy()
 
     scores_val = bundle.scores(val["text"].tolist())
@@ -136,7 +132,7 @@ def main() -> None:
         "fine-tuned (served)": ov.embedder(bundle.model.encoder, bundle.tokenizer, bundle.max_length),
         "pretrained": ov.embedder(pre_enc, pre_tok, bundle.max_length),
     }
-    names = {s: _name(s) for s in library}
+    names = {s: slug_name(s) for s in library}
     out = {"held_out": held, "n_held_out_products": len(held_ids), "train_s": round(train_s, 1),
            "known_leaves": len(known), "unknown_leaves": len(unknown), "test_rows": len(test),
            "test_rows_new": int(is_new.sum()), "methods": {}}  # fmt: skip
@@ -191,7 +187,7 @@ def main() -> None:
     score("string match", np.array([m is not None for m in matched]) | none, matched, None)
 
     known_idx = np.array([index[s] for s in known])
-    val_truth = np.array([known.index(t) if t in known else -1 for t in val["tags"].map(_leaf)])
+    val_truth = np.array([known.index(t) if t in known else -1 for t in val["tags"].map(leaf_of)])
     for label, embed in sources.items():
         t1 = time.perf_counter()
         tags = {s: (FACET, ov.phrases({"en": names[s]})) for s in library}

@@ -58,11 +58,16 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
+def deepest(tags: list[str], facet: str) -> str | None:
+    """A row's most specific tag of ``facet`` (the leaf of a hierarchy), or None."""
+    return max((t for t in tags if t.startswith(facet + ":")), key=len, default=None)
+
+
 def title_disagreement(frame, facet: str):
     """The known-noise rule of ``bench_label_noise`` and ``bench_suspects``: (each row's value in ``facet``, its
     most specific tag or None; the rows that share their normalised title with another row and have a value; the
     index of those whose value differs from the most common value for their title)."""
-    value = frame["tags"].map(lambda tags: max((t for t in tags if t.startswith(facet + ":")), key=len, default=None))
+    value = frame["tags"].map(lambda tags: deepest(tags, facet))
     norm = frame["title"].str.lower().str.split().str.join(" ")
     shared = value.notna() & (norm.groupby(norm).transform("size") > 1)
     v, n = value[shared], norm[shared]

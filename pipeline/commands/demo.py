@@ -148,7 +148,9 @@ def _show_predictions(console, settings, examples: list[dict]) -> None:
 
 
 def _show_realtime(console, settings, catalog: str, example: dict) -> None:
-    """Start the tag worker, write a new product to Postgres as a storefront would, show its tags as they land."""
+    """Start the tag worker, write a new product to Postgres as a storefront would, and show its tags when the
+    worker says they are committed (``tagger_tagged``, the notification a storefront listens for)."""
+    import psycopg
     import sqlalchemy as sa
 
     from pipeline.core.services import get_engine
@@ -158,29 +160,31 @@ def _show_realtime(console, settings, catalog: str, example: dict) -> None:
     engine = get_engine(settings)
     pid = f"storefront-{uuid.uuid4().hex[:8]}"
     try:
-        with engine.begin() as conn:
-            t0 = time.perf_counter()
-            pk = conn.scalar(
-                sa.text(
-                    "insert into products (catalog, product_id, title, content_hash) values (:c, :p, :t, '') "
-                    "returning id"
-                ),
-                {"c": catalog, "p": pid, "t": example["title"]},
-            )
-        query = sa.text(
-            "select t.slug, pt.score from product_tags pt join tags t on t.id = pt.tag_id "
-            "where pt.product_pk = :pk and pt.source = 'model' order by t.slug"
-        )
-        tags = []
-        while time.perf_counter() - t0 < 10 and not tags:
-            with engine.connect() as conn:
-                tags = conn.execute(query, {"pk": pk}).all()
-            time.sleep(0.005)
-        waited = (time.perf_counter() - t0) * 1000
+        with psycopg.connect(realtime.listen_conninfo(engine), autocommit=True) as listen:
+            listen.execute(f"LISTEN {realtime.TAGGED}")
+            with engine.begin() as conn:
+                pk = conn.scalar(
+                    sa.text(
+                        "insert into products (catalog, product_id, title, content_hash) values (:c, :p, :t, '') "
+                        "returning id"
+                    ),
+                    {"c": catalog, "p": pid, "t": example["title"]},
+                )
+            t0 = time.perf_counter()  # the INSERT has committed
+            heard = False
+            while not heard and time.perf_counter() - t0 < 10:
+                heard = any(str(pk) in n.payload.split(",") for n in listen.notifies(timeout=1, stop_after=1))
+            waited = (time.perf_counter() - t0) * 1000
     finally:
         realtime.stop_detached(settings)
-    if not tags:
+    if not heard:
         raise TaggerError(f"the tag worker did not tag product {pid} within 10 s; see {rec.log}")
+    query = sa.text(
+        "select t.slug, pt.score from product_tags pt join tags t on t.id = pt.tag_id "
+        "where pt.product_pk = :pk and pt.source = 'model' order by t.slug"
+    )
+    with engine.connect() as conn:
+        tags = conn.execute(query, {"pk": pk}).all()
     console.print(
         f"INSERT of {pid} ({example['title']!r}) committed -> {len(tags)} model tags committed {waited:.0f} ms "
         f"later by `tagger tag-worker` (pid {rec.pid}, stopped again): "

@@ -16,13 +16,7 @@ services_app = typer.Typer(
 )
 
 
-def realtime_record() -> str:
-    from pipeline.tagging.realtime import RECORD
-
-    return RECORD
-
-
-STARTABLE = {"tag-worker": "the real-time tag worker (`tagger tag-worker --detach`)"}
+STARTABLE = ("tag-worker",)  # `tagger services start NAME`: the real-time tag worker (`tagger tag-worker --detach`)
 
 
 def report(settings) -> dict:
@@ -55,9 +49,8 @@ def report(settings) -> dict:
         if rec.name == RECORD:
             continue
         alive = records.alive(rec)
-        where = ", ".join(f"{k} {v}" for k, v in rec.addresses().items())
-        if rec.name == realtime_record():
-            where = "LISTEN tagger_outbox on the tag-library database"
+        # a process that binds no port (the tag worker) says in its record where it works
+        where = ", ".join(f"{k} {v}" for k, v in rec.addresses().items()) or rec.extra.get("where", "")
         rows.append(
             {
                 "name": rec.name,

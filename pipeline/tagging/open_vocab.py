@@ -1,8 +1,10 @@
 """Open-vocabulary tags: library tags the trained head has never seen, predicted by similarity of names.
 
-Every tag gets a vector: the mean of the sentence embeddings of its names and synonyms (every locale), from the
-served encoder (mean-pooled, L2-normalised, as the head reads it). A product's text gets one the same way. For a
-facet, the tags the head knows compete with the tags it does not know:
+Every tag gets a vector: the mean of the sentence embeddings of its names and synonyms (every locale), mean-pooled
+and L2-normalised (:func:`embedder`). A product's text gets one the same way. Which encoder makes them matters:
+``bench/bench_open_vocab.py`` found that the pretrained encoder's vectors calibrate and the fine-tuned one's do not
+(classification pulls the known tags apart). For a facet, the tags the head knows compete with the tags it does not
+know:
 
     the head predicts p (its best tag of the facet); c is the unknown tag most similar to the text;
     c is predicted (source ``open_vocab``) when  sim(text, c) >= tau  and  sim(text, c) - sim(text, p) >= delta
@@ -23,11 +25,9 @@ pays only well beyond that.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-
-OPEN_VOCAB = "open_vocab"  # the ``source`` of a tag predicted this way
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -74,12 +74,10 @@ class FacetRule:
     precision: float  # on the calibration simulation
     recall: float
     n_pretended: int  # known tags pretended new
-    extra: dict = field(default_factory=dict)
 
-
-def _leaves(slugs: list[str], ancestors: dict[str, list[str]]) -> list[str]:
-    inner = {a for s in slugs for a in ancestors.get(s, ())}
-    return [s for s in slugs if s not in inner]
+    @property
+    def f1(self) -> float:
+        return 2 * self.precision * self.recall / (self.precision + self.recall)
 
 
 def calibrate(
@@ -118,21 +116,17 @@ def calibrate(
         neg_m.append(margin[~is_t])
     ps, pm, ns, nm = (np.concatenate(x) for x in (pos_s, pos_m, neg_s, neg_m))
     taus = np.unique(np.quantile(ps, np.linspace(0.0, 0.95, 40)))
-    best, best_f1 = None, None
+    rules = []
     for delta in deltas:
         for tau in taus:
             tp = int(np.sum((ps >= tau) & (pm >= delta)))
             fp = int(np.sum((ns >= tau) & (nm >= delta)))
-            if tp == 0:
-                continue
-            prec, rec = tp / (tp + fp), tp / len(ps)
-            f1 = 2 * prec * rec / (prec + rec)
-            rule = FacetRule(float(tau), float(delta), prec, rec, len(pretend))
-            if prec >= target_precision and (best is None or best.precision < target_precision or rec > best.recall):
-                best = rule
-            elif (best is None or best.precision < target_precision) and (best_f1 is None or f1 > best_f1):
-                best, best_f1 = rule, f1
-    return best
+            if tp:
+                rules.append(FacetRule(float(tau), float(delta), tp / (tp + fp), tp / len(ps), len(pretend)))
+    reached = [r for r in rules if r.precision >= target_precision]
+    if reached:
+        return max(reached, key=lambda r: r.recall)
+    return max(rules, key=lambda r: r.f1, default=None)
 
 
 def decide(
@@ -153,6 +147,8 @@ def embedder(encoder, tokenizer, max_length: int = 48, batch_size: int = 128) ->
     reads), L2-normalised. ``encoder``: a transformers model (a bundle's ``model.encoder``, or a pretrained one)."""
     import torch
 
+    from pipeline.training.bundle import mean_pool
+
     @torch.inference_mode()
     def embed(texts: list[str]) -> np.ndarray:
         encoder.eval()
@@ -160,9 +156,7 @@ def embedder(encoder, tokenizer, max_length: int = 48, batch_size: int = 128) ->
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True,
                             return_tensors="pt")  # fmt: skip
-            hidden = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().numpy())
+            out.append(mean_pool(encoder, enc["input_ids"], enc["attention_mask"]).float().numpy())
         dim = encoder.config.hidden_size
         return normalise(np.concatenate(out)) if out else np.zeros((0, dim), dtype=np.float32)
 

